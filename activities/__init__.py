@@ -1,0 +1,1 @@
+"""Temporal activities: everything that touches the outside world (files, providers, visibility)."""

@@ -1,0 +1,61 @@
+"""Mailing statistics counted from Temporal visibility, and the activity that waits for the last recipient.
+
+Counting through visibility (the search attributes the recipient workflows upsert) keeps per-recipient
+state in one place — the recipient's own workflow — and costs the mailing nothing per recipient.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import timedelta
+
+from temporalio import activity
+from temporalio.client import Client
+
+from domain.models import MailingCounts, ProgressRequest
+from domain.status import FINAL_CASCADE_STATUSES, Channel
+
+CHANNEL_MILESTONES = ("sent", "delivered", "read", "undelivered")
+POLL_EVERY = timedelta(seconds=1)
+
+
+async def count_mailing(client: Client, mailing_id: str, cascade: Sequence[Channel]) -> MailingCounts:
+    """Outcomes, delivering channels and per-channel message counts of one mailing (`cascade`: the
+    channel of each step, in order)."""
+    base = f"MailingId = '{mailing_id}' AND WorkflowType = 'RecipientCascadeWorkflow'"
+
+    async def count(condition: str) -> int:
+        return (await client.count_workflows(f"{base} AND {condition}")).count
+
+    channels = sorted({channel.value for channel in cascade})
+    outcome_queries = {s.value: f"CascadeStatus = '{s.value}'" for s in FINAL_CASCADE_STATUSES}
+    channel_queries = {c: f"DeliveredChannel = '{c}'" for c in channels}
+    milestone_queries = {
+        (channel.value, name): f"StepMilestones = '{number}:{channel.value}:{name}'"
+        for number, channel in enumerate(cascade, start=1)
+        for name in CHANNEL_MILESTONES
+    }
+    queries = [*outcome_queries.values(), *channel_queries.values(), *milestone_queries.values()]
+    results = iter(await asyncio.gather(*(count(q) for q in queries)))
+    outcomes = {name: next(results) for name in outcome_queries}
+    delivered_by_channel = {name: next(results) for name in channel_queries}
+    per_channel = {c: dict.fromkeys(CHANNEL_MILESTONES, 0) for c in channels}
+    for (channel, name), _ in milestone_queries.items():
+        per_channel[channel][name] += next(results)
+    return MailingCounts(outcomes=outcomes, delivered_by_channel=delivered_by_channel, channels=per_channel)
+
+
+class ProgressActivities:
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    @activity.defn(name="await_recipients")
+    async def await_recipients(self, request: ProgressRequest) -> MailingCounts:
+        """Poll until every dispatched recipient has a final cascade status; heartbeat the counts."""
+        while True:
+            counts = await count_mailing(self._client, request.mailing_id, request.cascade)
+            activity.heartbeat(counts.finished)
+            if counts.finished >= request.expected:
+                return counts
+            await asyncio.sleep(POLL_EVERY.total_seconds())

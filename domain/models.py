@@ -1,0 +1,193 @@
+"""The data that crosses workflow and activity boundaries (serialised by the pydantic data converter).
+
+One input model per workflow and per activity, so fields can be added compatibly.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from domain.refs import ClientRef
+from domain.spec import Button, CascadePlan, MailingSpec, Step
+from domain.status import CascadeStatus, Channel, MessageStatus
+
+
+class MailingInput(BaseModel):
+    mailing_id: str
+    spec: MailingSpec
+
+
+class ImportRequest(BaseModel):
+    mailing_id: str
+    spec: MailingSpec
+
+
+class RejectedRow(BaseModel):
+    row: int
+    value: str
+    reason: str
+
+
+class ImportReport(BaseModel):
+    """What the importer did with every row; the full rejected list is in `rejected_file`."""
+
+    rows: int = 0
+    valid: int = 0
+    invalid: int = 0
+    duplicates: int = 0
+    invalid_by_reason: dict[str, int] = Field(default_factory=dict)
+    rejected_sample: list[RejectedRow] = Field(default_factory=list)
+    stored_list: Path | None = None
+    rejected_file: Path | None = None
+
+
+class DispatchRequest(BaseModel):
+    mailing_id: str
+    plan: CascadePlan
+    stored_list: Path
+
+
+class DispatchResult(BaseModel):
+    started: int
+    already_running: int
+
+
+class RecipientInput(BaseModel):
+    mailing_id: str
+    phone: str
+    variables: dict[str, str] = Field(default_factory=dict)
+    plan: CascadePlan
+
+
+class SendRequest(BaseModel):
+    """One message to one provider; `client_ref` makes a retried send recognisable."""
+
+    client_ref: str
+    provider: str
+    channel: Channel
+    phone: str
+    sender: str
+    text: str
+    image_url: str | None = None
+    button: Button | None = None
+    ttl: timedelta
+
+    @classmethod
+    def for_step(cls, ref: ClientRef, plan: CascadePlan, step: Step, text: str) -> SendRequest:
+        return cls(
+            client_ref=str(ref),
+            provider=plan.provider_for(step),
+            channel=step.channel,
+            phone=ref.phone,
+            sender=step.sender,
+            text=text,
+            image_url=step.image_url,
+            button=step.button,
+            ttl=step.wait,
+        )
+
+
+class SendResult(BaseModel):
+    """The provider accepted the message (`message_id`) or refused it for good (`rejected`)."""
+
+    message_id: str | None = None
+    rejected: str | None = None
+
+
+class DeliveryReport(BaseModel):
+    """A provider's status report for one step, as signalled by the webhook gateway."""
+
+    step: int
+    status: MessageStatus
+    message_id: str | None = None
+    error: str | None = None
+    at: datetime | None = None
+
+
+class StepState(BaseModel):
+    """Everything known about one channel attempt."""
+
+    channel: Channel
+    expect: MessageStatus
+    status: MessageStatus = MessageStatus.PENDING
+    client_ref: str
+    message_id: str | None = None
+    error: str | None = None
+    handed_over: bool = False
+    timed_out: bool = False
+    sent_at: datetime | None = None
+    delivered_at: datetime | None = None
+    read_at: datetime | None = None
+    failed_at: datetime | None = None
+    reports: int = 0
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status.reached(self.expect)
+
+    @property
+    def settled(self) -> bool:
+        """No report can still change this step (delivered is final where the channel never reads)."""
+        if not self.handed_over or self.status.is_final:
+            return True
+        return self.status is MessageStatus.DELIVERED and not self.channel.reports_reading
+
+    def milestones(self, number: int) -> list[str]:
+        """Values for the `StepMilestones` search attribute, e.g. `1:viber:delivered`."""
+        reached = [
+            ("sent", self.handed_over),
+            ("delivered", self.status.reached(MessageStatus.DELIVERED)),
+            ("read", self.status is MessageStatus.READ),
+            ("undelivered", self.status is MessageStatus.UNDELIVERED),
+            ("not_sent", self.status is MessageStatus.NOT_SENT),
+        ]
+        return [f"{number}:{self.channel.value}:{name}" for name, on in reached if on]
+
+
+class RecipientState(BaseModel):
+    """The whole state of one recipient's cascade, as the `state` query returns it."""
+
+    mailing_id: str
+    phone: str
+    status: CascadeStatus = CascadeStatus.PENDING
+    delivered_channel: Channel | None = None
+    current_step: int = 0
+    steps: list[StepState]
+
+
+class MailingCounts(BaseModel):
+    """Per-mailing statistics counted from visibility (exact once visibility has caught up)."""
+
+    outcomes: dict[str, int]
+    delivered_by_channel: dict[str, int]
+    channels: dict[str, dict[str, int]]
+
+    @property
+    def finished(self) -> int:
+        return sum(self.outcomes.values())
+
+
+class MailingSummary(BaseModel):
+    mailing_id: str
+    name: str
+    status: str
+    error: str | None = None
+    cascade: list[Channel] = Field(default_factory=list)
+    recipients: dict[str, int]
+    invalid_by_reason: dict[str, int] = Field(default_factory=dict)
+    rejected_sample: list[RejectedRow] = Field(default_factory=list)
+    rejected_file: Path | None = None
+    outcomes: dict[str, int] = Field(default_factory=dict)
+    delivered_by_channel: dict[str, int] = Field(default_factory=dict)
+    channels: dict[str, dict[str, int]] = Field(default_factory=dict)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class ProgressRequest(BaseModel):
+    mailing_id: str
+    cascade: list[Channel]
+    expected: int

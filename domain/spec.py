@@ -1,0 +1,171 @@
+"""The mailing spec (a TOML file) and its validation, with errors that name the field and the reason."""
+
+from __future__ import annotations
+
+import tomllib
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal, Self
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from domain.durations import parse_duration
+from domain.status import Channel, MessageStatus
+
+MIN_WAIT = timedelta(seconds=1)
+MAX_WAIT = timedelta(hours=72)
+VIBER_TEXT_MAX = 1000
+BUTTON_CAPTION_MAX = 30
+BUTTON_URL_MAX = 2048
+BUTTON_URL_SCHEMES = ("http", "https", "viber", "mailto", "tel")
+
+
+class SpecError(ValueError):
+    """A spec that cannot be launched; the message lists every problem as `field: reason`."""
+
+
+def _duration(value: Any) -> Any:
+    """Human text ("5m") from a spec; ISO 8601 ("PT5M", how payloads carry it) is left to pydantic."""
+    if isinstance(value, str) and not value.upper().startswith("P"):
+        return parse_duration(value)
+    return value
+
+
+class Button(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    caption: str = Field(min_length=1, max_length=BUTTON_CAPTION_MAX)
+    url: str = Field(min_length=1, max_length=BUTTON_URL_MAX)
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, url: str) -> str:
+        scheme = urlsplit(url).scheme.lower()
+        if scheme not in BUTTON_URL_SCHEMES:
+            raise ValueError(f"URL scheme must be one of {', '.join(BUTTON_URL_SCHEMES)}, not {scheme!r}")
+        return url
+
+
+class Step(BaseModel):
+    """One channel of the cascade: what to send and how long to wait for which status."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    channel: Channel
+    sender: str = Field(min_length=1, max_length=50)
+    text: str = ""
+    image_url: str | None = None
+    button: Button | None = None
+    wait: timedelta
+    expect: Literal[MessageStatus.DELIVERED, MessageStatus.READ] = MessageStatus.DELIVERED
+    provider: str | None = None  # overrides the mailing's provider for this step
+
+    _parse_wait = field_validator("wait", mode="before")(_duration)
+
+    @field_validator("wait")
+    @classmethod
+    def _wait_range(cls, wait: timedelta) -> timedelta:
+        if not MIN_WAIT <= wait <= MAX_WAIT:
+            raise ValueError("must be between 1s and 72h")
+        return wait
+
+    @field_validator("image_url")
+    @classmethod
+    def _image(cls, url: str | None) -> str | None:
+        if url is not None:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError("must be an http(s) URL")
+            if not parts.path.lower().endswith((".jpg", ".jpeg", ".png")):
+                raise ValueError("image must be a JPG or PNG file")
+        return url
+
+    @model_validator(mode="after")
+    def _channel_rules(self) -> Self:
+        if self.channel is Channel.SMS:
+            if self.image_url or self.button:
+                raise ValueError("sms steps cannot have an image or a button")
+            if not self.text:
+                raise ValueError("text: an sms step needs a text")
+        else:
+            if len(self.text) > VIBER_TEXT_MAX:
+                raise ValueError(f"text: viber text is {len(self.text)} chars, the limit is {VIBER_TEXT_MAX}")
+            combination = (bool(self.text), bool(self.image_url), bool(self.button))
+            allowed = {(True, False, False), (False, True, False), (True, False, True), (True, True, True)}
+            if combination not in allowed:
+                raise ValueError(
+                    "viber allows text; image; text+button; text+image+button — "
+                    f"not {'+'.join(n for n, on in zip(('text', 'image', 'button'), combination, strict=False) if on)}"
+                )
+        if self.expect is MessageStatus.READ and not self.channel.reports_reading:
+            raise ValueError(f"expect: 'read' is invalid for {self.channel.value}: it never reports reading")
+        return self
+
+
+class MailingSpec(BaseModel):
+    """What the user writes in the TOML file (paths already resolved against the spec's folder)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=180)
+    recipients: Path | None = None
+    numbers: list[str] | None = None
+    region: str = Field(default="RU", pattern=r"^[A-Z]{2}$")
+    provider: str = "sandbox"
+    late_reports: timedelta = timedelta(minutes=10)
+    steps: list[Step] = Field(min_length=1, max_length=10)
+
+    _parse_late = field_validator("late_reports", mode="before")(_duration)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        if (self.recipients is None) == (self.numbers is None):
+            raise ValueError("give exactly one of `recipients` (a file) or `numbers` (a list)")
+        return self
+
+    def cascade(self) -> CascadePlan:
+        """What each recipient workflow needs of the spec (not the recipient list)."""
+        return CascadePlan(steps=self.steps, provider=self.provider, late_reports=self.late_reports)
+
+
+class CascadePlan(BaseModel):
+    """The cascade every recipient of a mailing goes through."""
+
+    model_config = ConfigDict(frozen=True)
+
+    steps: list[Step]
+    provider: str
+    late_reports: timedelta
+
+    def provider_for(self, step: Step) -> str:
+        return step.provider or self.provider
+
+
+def format_validation_error(error: ValidationError) -> str:
+    """One `field.path: reason` line per problem — what a person needs to fix the file."""
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "spec"
+        reason = item["msg"].removeprefix("Value error, ")
+        lines.append(f"{where}: {reason}")
+    return "\n".join(lines)
+
+
+def load_spec(path: Path) -> MailingSpec:
+    """Read and validate a spec file; relative `recipients` paths are taken from the spec's folder."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{path}: not valid TOML: {exc}") from exc
+    if isinstance(raw.get("recipients"), str):
+        raw["recipients"] = (path.parent / raw["recipients"]).resolve()
+    try:
+        spec = MailingSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(f"{path}:\n{format_validation_error(exc)}") from exc
+    if spec.recipients is not None and not spec.recipients.is_file():
+        raise SpecError(f"{path}:\nrecipients: file not found: {spec.recipients}")
+    return spec

@@ -1,0 +1,25 @@
+"""`python -m gateway`: run the webhook gateway on its own (production; the dev stack runs it in-process)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+from gateway.app import create_gateway
+from providers.registry import build_registry
+from runtime.servers import serve
+from runtime.settings import Settings
+from runtime.temporal import connect
+
+
+async def main() -> None:
+    settings = Settings()
+    client = await connect(settings, lazy=True)
+    async with httpx.AsyncClient() as http:
+        app = create_gateway(client, build_registry(settings, http))
+        await serve(app, settings.gateway_host, settings.gateway_port)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,95 @@
+"""HTTP routes `POST /webhooks/{provider}`.
+
+Answers: 2xx when the report is recorded or cannot ever be (unknown reference, finished workflow — the
+provider should stop retrying); 401 bad signature; 400 malformed; 413 too large; 503 while Temporal is
+unavailable, so the provider retries later.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from domain.models import DeliveryReport
+from domain.refs import ClientRef
+from providers.base import ParsedReport, ProviderAdapter, WebhookRejected
+from workflows.recipient import RecipientCascadeWorkflow
+
+log = logging.getLogger("kaskad.gateway")
+
+MAX_BODY_BYTES = 1_000_000
+_GONE = (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION)
+
+
+def create_gateway(client: Client, providers: Mapping[str, ProviderAdapter]) -> FastAPI:
+    app = FastAPI(title="kaskad webhook gateway")
+
+    @app.post("/webhooks/{provider}")
+    async def webhook(provider: str, request: Request) -> JSONResponse:
+        adapter = providers.get(provider)
+        if adapter is None:
+            return JSONResponse({"error": f"unknown provider {provider!r}"}, status_code=404)
+        body = await _read_limited(request)
+        if body is None:
+            return JSONResponse({"error": f"body over {MAX_BODY_BYTES} bytes"}, status_code=413)
+        try:
+            reports = adapter.parse_webhook(body, request.headers)
+        except WebhookRejected as exc:
+            log.warning("%s webhook refused (%s): %s", provider, exc.status_code, exc.reason)
+            return JSONResponse({"error": exc.reason}, status_code=exc.status_code)
+        recorded = 0
+        for report in reports:
+            try:
+                recorded += await _signal(client, report)
+            except RPCError as exc:
+                log.error("Temporal unavailable for a %s report: %s", provider, exc.status)
+                return JSONResponse({"error": "temporarily unavailable"}, status_code=503)
+        return JSONResponse({"received": len(reports), "recorded": recorded})
+
+    @app.get("/healthz")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+async def _read_limited(request: Request) -> bytes | None:
+    """The raw body (signatures are computed over it), or None once it passes the size limit."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _signal(client: Client, report: ParsedReport) -> int:
+    """Signal the recipient workflow; 1 if it took the report, 0 if there is no such running workflow."""
+    try:
+        ref = ClientRef.parse(report.client_ref)
+    except ValueError:
+        log.warning("report with a reference kaskad did not issue; acknowledged and dropped")
+        return 0
+    handle = client.get_workflow_handle(ref.workflow_id)
+    signal = DeliveryReport(
+        step=ref.step, status=report.status, message_id=report.message_id, error=report.error, at=report.at
+    )
+    try:
+        await handle.signal(RecipientCascadeWorkflow.report, signal)
+    except RPCError as exc:
+        if exc.status not in _GONE:
+            raise
+        log.info(
+            "late %s report for step %d of a finished or unknown workflow (mailing %s) acknowledged",
+            report.status.value,
+            ref.step + 1,
+            ref.mailing_id,
+        )
+        return 0
+    return 1

@@ -1,0 +1,85 @@
+"""Adapter for kaskad's built-in sandbox provider (see `sandbox/`): JSON over HTTP, HMAC-signed reports."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Mapping
+from datetime import datetime
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from domain.models import SendRequest, SendResult
+from domain.status import MessageStatus
+from providers.base import ParsedReport, ProviderUnavailable, WebhookRejected
+
+SIGNATURE_HEADER = "X-Sandbox-Signature"
+
+
+def sign(secret: str, body: bytes) -> str:
+    """Hex HMAC-SHA256 of the raw body: how the sandbox signs, and how the gateway checks."""
+    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+class SandboxReport(BaseModel):
+    message_id: str
+    client_ref: str
+    status: MessageStatus
+    error_code: str | None = None
+    timestamp: datetime
+
+
+class SandboxAdapter:
+    name = "sandbox"
+
+    def __init__(self, http: httpx.AsyncClient, base_url: str, webhook_url: str, webhook_secret: str) -> None:
+        self._http = http
+        self._base_url = base_url.rstrip("/")
+        self._webhook_url = webhook_url
+        self._secret = webhook_secret
+
+    async def send(self, request: SendRequest) -> SendResult:
+        body = {
+            "client_ref": request.client_ref,
+            "channel": request.channel.value,
+            "to": request.phone,
+            "sender": request.sender,
+            "text": request.text,
+            "image_url": request.image_url,
+            "button": request.button.model_dump() if request.button else None,
+            "ttl_seconds": int(request.ttl.total_seconds()),
+            "callback_url": self._webhook_url,
+        }
+        try:
+            response = await self._http.post(f"{self._base_url}/messages", json=body)
+        except httpx.TransportError as exc:
+            raise ProviderUnavailable(f"sandbox unreachable: {type(exc).__name__}") from exc
+        if response.status_code == 429 or response.status_code >= 500:
+            retry_after = response.headers.get("Retry-After")
+            raise ProviderUnavailable(
+                f"sandbox answered {response.status_code}",
+                float(retry_after) if retry_after and retry_after.isdigit() else None,
+            )
+        if response.status_code >= 400:
+            return SendResult(rejected=f"{response.status_code}: {response.json().get('error', response.text)}")
+        return SendResult(message_id=response.json()["message_id"])
+
+    def parse_webhook(self, body: bytes, headers: Mapping[str, str]) -> list[ParsedReport]:
+        signature = headers.get(SIGNATURE_HEADER.lower(), "")
+        if not hmac.compare_digest(signature, sign(self._secret, body)):
+            raise WebhookRejected(401, f"missing or wrong {SIGNATURE_HEADER}")
+        try:
+            report = SandboxReport.model_validate(json.loads(body))
+        except (ValueError, ValidationError) as exc:
+            raise WebhookRejected(400, f"not a sandbox report: {str(exc)[:200]}") from exc
+        return [
+            ParsedReport(
+                client_ref=report.client_ref,
+                status=report.status,
+                message_id=report.message_id,
+                error=report.error_code,
+                at=report.timestamp,
+            )
+        ]

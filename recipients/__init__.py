@@ -1,0 +1,1 @@
+"""Recipient lists: reading files and manual lists, validating, de-duplicating and storing them."""

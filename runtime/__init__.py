@@ -1,0 +1,1 @@
+"""Process wiring: configuration, the Temporal client, HTTP servers and the embedded dev stack."""

@@ -1,0 +1,53 @@
+"""Running ASGI apps (gateway, sandbox) inside an asyncio program."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import uvicorn
+from fastapi import FastAPI
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """Bind the listening socket up front: a busy port is a clear OSError, and port 0 picks a free one."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    return sock
+
+
+async def serve(app: FastAPI, host: str, port: int) -> None:
+    """Serve until interrupted (uvicorn handles SIGINT/SIGTERM)."""
+    sock = bind(host, port)
+    with sock:
+        await uvicorn.Server(uvicorn.Config(app, log_level="warning")).serve(sockets=[sock])
+
+
+@asynccontextmanager
+async def running(app: FastAPI, host: str, port: int) -> AsyncIterator[uvicorn.Server]:
+    """Serve in the background for the duration of the block."""
+    sock = bind(host, port)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    server.config.host, server.config.port = sock.getsockname()[:2]
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started and not task.done():  # noqa: ASYNC110 - uvicorn exposes only a flag
+        await asyncio.sleep(0.02)
+    if task.done():
+        task.result()
+    try:
+        yield server
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+def base_url(server: uvicorn.Server) -> str:
+    return f"http://{server.config.host}:{server.config.port}"

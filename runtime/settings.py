@@ -1,0 +1,47 @@
+"""The one place for configuration: environment variables prefixed `KASKAD_` (or a `.env` file)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KASKAD_", env_file=".env", extra="ignore")
+
+    # Temporal: the embedded dev server by default; a cluster or Temporal Cloud by address + namespace + key.
+    temporal_address: str = "localhost:7233"
+    temporal_namespace: str = "default"
+    temporal_api_key: SecretStr | None = None
+    temporal_tls: bool = False
+    temporal_ui_url: str = "http://localhost:8233"
+    task_queue: str = "kaskad"
+
+    # Where imported recipient lists are stored; every worker must see the same folder.
+    data_dir: Path = Path(".kaskad/data")
+
+    # Webhook gateway: where it listens, and the URL providers are told to post reports to.
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8080
+    gateway_public_url: str | None = None
+    webhook_secret: SecretStr = SecretStr("sandbox-webhook-secret")
+
+    # Built-in sandbox provider.
+    sandbox_host: str = "127.0.0.1"
+    sandbox_port: int = 8090
+    sandbox_url: str | None = None
+    sandbox_report_delay: float = 0.2
+
+    # Embedded dev server.
+    dev_db_file: Path = Path(".kaskad/temporal.db")
+    dev_ui_port: int = 8233
+
+    @property
+    def webhook_base_url(self) -> str:
+        return (self.gateway_public_url or f"http://{self.gateway_host}:{self.gateway_port}").rstrip("/")
+
+    @property
+    def sandbox_base_url(self) -> str:
+        return (self.sandbox_url or f"http://{self.sandbox_host}:{self.sandbox_port}").rstrip("/")

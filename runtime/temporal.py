@@ -1,0 +1,33 @@
+"""The one place that builds a Temporal client: pydantic payloads, namespace, TLS / API key."""
+
+from __future__ import annotations
+
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from runtime.settings import Settings
+from workflows import search_attributes
+
+
+async def connect(settings: Settings, *, lazy: bool = False) -> Client:
+    """Connect to the configured Temporal; `lazy` defers the first network call (the gateway starts
+    even while Temporal is down and answers 503 until it is back)."""
+    api_key = settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None
+    return await Client.connect(
+        settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        api_key=api_key,
+        tls=True if settings.temporal_tls else None,  # None: TLS exactly when an API key is given
+        data_converter=pydantic_data_converter,
+        lazy=lazy,
+    )
+
+
+async def register_search_attributes(client: Client) -> None:
+    """Register kaskad's search attributes on a server that lacks them (test server, a new cluster)."""
+    wanted = {key.name: IndexedValueType.ValueType(key.indexed_value_type) for key in search_attributes.ALL}
+    await client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(namespace=client.namespace, search_attributes=wanted)
+    )

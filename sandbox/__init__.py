@@ -1,0 +1,1 @@
+"""The built-in sandbox provider: a real HTTP service that simulates SMS and Viber delivery."""

@@ -1,0 +1,25 @@
+"""Deterministic outcomes by channel and the last digit of the number (the table in the README)."""
+
+from __future__ import annotations
+
+from domain.status import Channel, MessageStatus
+
+# Reports the sandbox posts, in order, after accepting a message. An empty tuple: no report at all.
+_VIBER: dict[str, tuple[MessageStatus, ...]] = {
+    **dict.fromkeys("0123", (MessageStatus.DELIVERED, MessageStatus.READ)),
+    **dict.fromkeys("45", (MessageStatus.DELIVERED,)),
+    **dict.fromkeys("67", (MessageStatus.UNDELIVERED,)),
+    **dict.fromkeys("89", ()),
+}
+_SMS: dict[str, tuple[MessageStatus, ...]] = {
+    **dict.fromkeys("012345678", (MessageStatus.DELIVERED,)),
+    "9": (MessageStatus.UNDELIVERED,),
+}
+
+ERROR_CODES = {Channel.VIBER: "not-viber-user", Channel.SMS: "absent-subscriber"}
+
+
+def planned_reports(channel: Channel, phone: str) -> tuple[MessageStatus, ...]:
+    """The statuses the sandbox will report for a message on `channel` to `phone`."""
+    table = _VIBER if channel is Channel.VIBER else _SMS
+    return table[phone[-1]]

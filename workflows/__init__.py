@@ -1,0 +1,1 @@
+"""Temporal workflows: they only orchestrate (deterministic code, no I/O)."""

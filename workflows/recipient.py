@@ -1,0 +1,167 @@
+"""RecipientCascadeWorkflow: one subscriber, tried channel after channel until one reaches its status."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeUpdate
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.send import SendActivities
+    from domain.models import DeliveryReport, RecipientInput, RecipientState, SendRequest, StepState
+    from domain.refs import ClientRef
+    from domain.status import CascadeStatus, MessageStatus, advance
+    from domain.template import render
+    from workflows.search_attributes import CASCADE_STATUS, DELIVERED_CHANNEL, STEP_MILESTONES
+
+# A provider outage is retried with backoff for this long; then the step counts as not sent and the
+# cascade moves on, so one dead provider cannot hold a recipient forever.
+SEND_GIVE_UP_AFTER = timedelta(hours=1)
+SEND_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1))
+
+
+@workflow.defn
+class RecipientCascadeWorkflow:
+    @workflow.init
+    def __init__(self, input: RecipientInput) -> None:
+        # Initialised here, not in run(): a report signal may be handled before run() starts.
+        self._state = RecipientState(
+            mailing_id=input.mailing_id,
+            phone=input.phone,
+            steps=[
+                StepState(
+                    channel=step.channel,
+                    expect=step.expect,
+                    client_ref=str(ClientRef(input.mailing_id, input.phone, index)),
+                )
+                for index, step in enumerate(input.plan.steps)
+            ],
+        )
+        self._published: tuple[str, str, list[str]] | None = None
+
+    @workflow.signal
+    def report(self, report: DeliveryReport) -> None:
+        """Record a provider report. Duplicates and stale reports change nothing (statuses only advance)."""
+        if not 0 <= report.step < len(self._state.steps):
+            workflow.logger.warning("report for unknown step %s ignored", report.step)
+            return
+        step = self._state.steps[report.step]
+        step.reports += 1
+        step.handed_over = True
+        step.message_id = step.message_id or report.message_id
+        self._move(step, report.status, report.error, report.at)
+        self._publish()
+
+    @workflow.query
+    def state(self) -> RecipientState:
+        return self._state
+
+    @workflow.run
+    async def run(self, input: RecipientInput) -> RecipientState:
+        self._state.status = CascadeStatus.IN_PROGRESS
+        for index, step_spec in enumerate(input.plan.steps):
+            if self._delivered_step() is not None:
+                break  # a late report of an earlier step already reached its status
+            self._state.current_step = index
+            step = self._state.steps[index]
+            await self._send(
+                step,
+                SendRequest.for_step(
+                    ClientRef(input.mailing_id, input.phone, index),
+                    input.plan,
+                    step_spec,
+                    render(step_spec.text, input.variables),
+                ),
+            )
+            self._publish()
+            step.timed_out = not await _wait(partial(self._step_decided, index), step_spec.wait)
+        self._finish()
+        # Stay open a while so that late reports of earlier steps are recorded, not lost.
+        await _wait(lambda: all(s.settled for s in self._state.steps), input.plan.late_reports)
+        return self._state
+
+    async def _send(self, step: StepState, request: SendRequest) -> None:
+        try:
+            result = await workflow.execute_activity_method(
+                SendActivities.send,
+                request,
+                start_to_close_timeout=timedelta(seconds=30),
+                schedule_to_close_timeout=SEND_GIVE_UP_AFTER,
+                retry_policy=SEND_RETRY,
+            )
+        except ActivityError as error:
+            cause = error.cause or error
+            self._move(step, MessageStatus.NOT_SENT, f"provider unavailable: {cause}", None)
+            return
+        step.handed_over = True
+        step.message_id = step.message_id or result.message_id
+        if result.rejected is not None:
+            self._move(step, MessageStatus.UNDELIVERED, result.rejected, None)
+        else:
+            self._move(step, MessageStatus.SENT, None, None)
+
+    def _move(self, step: StepState, reported: MessageStatus, error: str | None, at: datetime | None) -> None:
+        new = advance(step.status, reported)
+        if new is step.status:
+            return
+        when = at if at is not None else workflow.now()
+        step.status = new
+        if new is MessageStatus.SENT:
+            step.sent_at = step.sent_at or when
+        elif new is MessageStatus.DELIVERED:
+            step.delivered_at = when
+        elif new is MessageStatus.READ:
+            step.read_at = when
+            step.delivered_at = step.delivered_at or when
+        else:
+            step.failed_at = when
+            step.error = error
+
+    def _step_decided(self, index: int) -> bool:
+        """Step `index` needs no more waiting: some step succeeded, or this one failed for good."""
+        return self._delivered_step() is not None or self._state.steps[index].status.is_final
+
+    def _delivered_step(self) -> int | None:
+        """The first step whose message reached the status that step expected."""
+        return next((i for i, s in enumerate(self._state.steps) if s.succeeded), None)
+
+    def _finish(self) -> None:
+        delivered = self._delivered_step()
+        if delivered is not None:
+            self._state.status = CascadeStatus.DELIVERED
+            self._state.delivered_channel = self._state.steps[delivered].channel
+        elif any(s.handed_over for s in self._state.steps):
+            self._state.status = CascadeStatus.UNDELIVERED
+        else:
+            self._state.status = CascadeStatus.NOT_SENT
+        self._publish()
+
+    def _publish(self) -> None:
+        """Upsert the search attributes the UI filters on, only when they changed."""
+        channel = self._state.delivered_channel.value if self._state.delivered_channel else ""
+        milestones = [m for i, s in enumerate(self._state.steps) for m in s.milestones(i + 1)]
+        current = (self._state.status.value, channel, milestones)
+        if current == self._published:
+            return
+        self._published = current
+        updates: list[SearchAttributeUpdate[Any]] = [
+            CASCADE_STATUS.value_set(self._state.status.value),
+            STEP_MILESTONES.value_set(milestones),
+        ]
+        if channel:
+            updates.append(DELIVERED_CHANNEL.value_set(channel))
+        workflow.upsert_search_attributes(updates)
+
+
+async def _wait(condition: Callable[[], bool], limit: timedelta) -> bool:
+    """Wait for `condition` up to `limit` (a durable timer); False when the time ran out."""
+    try:
+        await workflow.wait_condition(condition, timeout=limit)
+    except TimeoutError:
+        return False
+    return True
