@@ -14,6 +14,7 @@ import asyncio
 import json
 import re
 import secrets
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -203,7 +204,11 @@ async def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
             flush=True,
         )
-        await asyncio.Event().wait()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        await stop.wait()
+        print("stopping the dev stack…", file=sys.stderr, flush=True)
     return 0
 
 

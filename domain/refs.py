@@ -39,7 +39,7 @@ class ClientRef:
     @classmethod
     def parse(cls, text: str) -> ClientRef:
         """Raise ValueError for anything kaskad did not issue."""
-        match = _CLIENT_REF.match(text)
+        match = _CLIENT_REF.fullmatch(text)
         if not match:
             raise ValueError(f"not a kaskad client reference: {text[:120]!r}")
         return cls(match["mailing"], match["phone"], int(match["step"]))

