@@ -116,8 +116,8 @@ async def test_every_workflow_is_listed_by_mailing_id_and_status_reports(stack: 
         "json",
         stdout=asyncio.subprocess.PIPE,
     )
-    out, _ = await process.communicate()
-    listed = json.loads(out)
+    listing, _ = await process.communicate()
+    listed = json.loads(listing)
     ids = {item["execution"]["workflowId"] for item in listed}
     assert ids == {f"mailing-{mailing_id}"} | {recipient_workflow_id(mailing_id, p) for p in TEN_NUMBERS}
 
