@@ -32,7 +32,7 @@ from recipients.importer import import_recipients, open_source
 from recipients.reader import RecipientsError
 from runtime.devstack import StackError, embedded_stack
 from runtime.settings import Settings
-from runtime.temporal import connect
+from runtime.temporal import connect, release_sdk_runtime
 from workflows.mailing import MailingStatus, MailingWorkflow
 from workflows.search_attributes import MAILING_ID, MAILING_STATUS
 
@@ -258,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    finally:
+        release_sdk_runtime()
 
 
 if __name__ == "__main__":

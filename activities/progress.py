@@ -23,7 +23,7 @@ POLL_EVERY = timedelta(seconds=1)
 async def count_mailing(client: Client, mailing_id: str, cascade: Sequence[Channel]) -> MailingCounts:
     """Outcomes, delivering channels and per-channel message counts of one mailing (`cascade`: the
     channel of each step, in order)."""
-    base = f"MailingId = '{mailing_id}' AND WorkflowType = 'RecipientCascadeWorkflow'"
+    base = _recipients_of(mailing_id)
 
     async def count(condition: str) -> int:
         return (await client.count_workflows(f"{base} AND {condition}")).count
@@ -52,10 +52,14 @@ class ProgressActivities:
 
     @activity.defn(name="await_recipients")
     async def await_recipients(self, request: ProgressRequest) -> MailingCounts:
-        """Poll until every dispatched recipient has a final cascade status; heartbeat the counts."""
-        while True:
-            counts = await count_mailing(self._client, request.mailing_id, request.cascade)
-            activity.heartbeat(counts.finished)
-            if counts.finished >= request.expected:
-                return counts
+        """Poll (one count query) until every recipient has a final cascade status; then count it all."""
+        final = ", ".join(f"'{s.value}'" for s in FINAL_CASCADE_STATUSES)
+        query = f"{_recipients_of(request.mailing_id)} AND CascadeStatus IN ({final})"
+        while (finished := (await self._client.count_workflows(query)).count) < request.expected:
+            activity.heartbeat(finished)
             await asyncio.sleep(POLL_EVERY.total_seconds())
+        return await count_mailing(self._client, request.mailing_id, request.cascade)
+
+
+def _recipients_of(mailing_id: str) -> str:
+    return f"MailingId = '{mailing_id}' AND WorkflowType = 'RecipientCascadeWorkflow'"

@@ -20,6 +20,7 @@ from gateway.app import create_gateway
 from providers.registry import build_registry
 from runtime.servers import running
 from runtime.settings import Settings
+from runtime.temporal import sdk_runtime
 from sandbox.app import SandboxConfig, create_app
 from worker import build_worker
 from workflows import search_attributes
@@ -70,6 +71,7 @@ async def temporal_dev_server(settings: Settings, *, ui: bool = True) -> AsyncIt
             env = await WorkflowEnvironment.start_local(
                 namespace=settings.temporal_namespace,
                 data_converter=pydantic_data_converter,
+                runtime=sdk_runtime(),
                 ip=host or "127.0.0.1",
                 port=int(port),
                 ui=ui,

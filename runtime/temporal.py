@@ -2,13 +2,37 @@
 
 from __future__ import annotations
 
+import gc
+
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import Runtime, TelemetryConfig
 
 from runtime.settings import Settings
 from workflows import search_attributes
+
+_runtime: Runtime | None = None
+
+
+def sdk_runtime() -> Runtime:
+    """This process's Temporal core runtime (its Tokio threads), created on first use."""
+    global _runtime
+    if _runtime is None:
+        _runtime = Runtime(telemetry=TelemetryConfig())
+    return _runtime
+
+
+def release_sdk_runtime() -> None:
+    """Shut the core runtime's threads down while the interpreter is still whole.
+
+    Left to interpreter teardown, those threads can call into Python while it finalises and abort the
+    process ("PyGILState_Release … finalizing", temporalio/sdk-python#300). Call after the event loop closed.
+    """
+    global _runtime
+    _runtime = None
+    gc.collect()
 
 
 async def connect(settings: Settings, *, lazy: bool = False) -> Client:
@@ -22,6 +46,7 @@ async def connect(settings: Settings, *, lazy: bool = False) -> Client:
         tls=True if settings.temporal_tls else None,  # None: TLS exactly when an API key is given
         data_converter=pydantic_data_converter,
         lazy=lazy,
+        runtime=sdk_runtime(),
     )
 
 

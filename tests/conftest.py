@@ -16,7 +16,12 @@ from temporalio.testing import WorkflowEnvironment
 
 from runtime.devstack import Stack, embedded_stack
 from runtime.settings import Settings
-from runtime.temporal import register_search_attributes
+from runtime.temporal import register_search_attributes, release_sdk_runtime, sdk_runtime
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Stop the Temporal core's threads before interpreter teardown (see runtime.temporal)."""
+    release_sdk_runtime()
 
 
 def free_port() -> int:
@@ -37,6 +42,7 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
     """Temporal's time-skipping test server: timers of minutes pass in milliseconds."""
     env = await WorkflowEnvironment.start_time_skipping(
         data_converter=pydantic_data_converter,
+        runtime=sdk_runtime(),
         test_server_existing_path=venv_binary("temporal-test-server"),
     )
     async with env:
