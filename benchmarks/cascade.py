@@ -33,8 +33,8 @@ from domain.models import MailingInput
 from domain.refs import mailing_workflow_id
 from domain.spec import MailingSpec
 from runtime.devstack import embedded_stack
+from runtime.servers import free_port
 from runtime.settings import Settings
-from tests.conftest import free_port
 from workflows.mailing import MailingWorkflow
 
 

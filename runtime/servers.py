@@ -12,6 +12,14 @@ import uvicorn
 from fastapi import FastAPI
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that is free now (for servers started by tests and benchmarks)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
 def bind(host: str, port: int) -> socket.socket:
     """Bind the listening socket up front: a busy port is a clear OSError, and port 0 picks a free one."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -15,6 +14,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from runtime.devstack import Stack, embedded_stack
+from runtime.servers import free_port
 from runtime.settings import Settings
 from runtime.temporal import register_search_attributes, release_sdk_runtime, sdk_runtime
 
@@ -22,13 +22,6 @@ from runtime.temporal import register_search_attributes, release_sdk_runtime, sd
 def pytest_unconfigure(config: pytest.Config) -> None:
     """Stop the Temporal core's threads before interpreter teardown (see runtime.temporal)."""
     release_sdk_runtime()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def venv_binary(name: str) -> str:

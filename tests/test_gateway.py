@@ -16,11 +16,10 @@ from gateway.app import MAX_BODY_BYTES, create_gateway
 from providers.registry import build_registry
 from providers.sandbox import SIGNATURE_HEADER, sign
 from runtime.devstack import Stack
-from runtime.servers import base_url, running
+from runtime.servers import base_url, free_port, running
 from runtime.settings import Settings
 from runtime.temporal import connect
 from sandbox.app import SandboxConfig, create_app
-from tests.conftest import free_port
 
 pytestmark = pytest.mark.e2e
 
