@@ -55,7 +55,7 @@ class RecipientCascadeWorkflow:
         step.handed_over = True
         step.message_id = step.message_id or report.message_id
         self._move(step, report.status, report.error, report.at)
-        self._publish()
+        # Published by run() when it wakes up, so that one activation makes one upsert.
 
     @workflow.query
     def state(self) -> RecipientState:
@@ -79,11 +79,33 @@ class RecipientCascadeWorkflow:
                 ),
             )
             self._publish()
-            step.timed_out = not await _wait(partial(self._step_decided, index), step_spec.wait)
+            step.timed_out = not await self._wait(partial(self._step_decided, index), step_spec.wait)
         self._finish()
         # Stay open a while so that late reports of earlier steps are recorded, not lost.
-        await _wait(lambda: all(s.settled for s in self._state.steps), input.plan.late_reports)
+        await self._wait(lambda: all(s.settled for s in self._state.steps), input.plan.late_reports)
+        self._publish()
         return self._state
+
+    async def _wait(self, condition: Callable[[], bool], limit: timedelta) -> bool:
+        """Wait for `condition` up to `limit` (a durable timer); False when the time ran out.
+
+        Reports that change the search attributes without meeting the condition are published as they
+        come; otherwise the caller publishes once, after it acted on the outcome.
+        """
+        deadline = workflow.now() + limit
+        while not condition():
+            remaining = deadline - workflow.now()
+            if remaining <= timedelta(0):
+                return False
+            try:
+                await workflow.wait_condition(
+                    lambda: condition() or self._attributes() != self._published, timeout=remaining
+                )
+            except TimeoutError:
+                return False
+            if not condition():
+                self._publish()  # a report changed what the UI shows; the wait goes on
+        return True
 
     async def _send(self, step: StepState, request: SendRequest) -> None:
         try:
@@ -141,27 +163,23 @@ class RecipientCascadeWorkflow:
             self._state.status = CascadeStatus.NOT_SENT
         self._publish()
 
-    def _publish(self) -> None:
-        """Upsert the search attributes the UI filters on, only when they changed."""
+    def _attributes(self) -> tuple[str, str, list[str]]:
+        """Cascade status, delivering channel and step milestones, as the search attributes hold them."""
         channel = self._state.delivered_channel.value if self._state.delivered_channel else ""
         milestones = [m for i, s in enumerate(self._state.steps) for m in s.milestones(i + 1)]
-        current = (self._state.status.value, channel, milestones)
+        return self._state.status.value, channel, milestones
+
+    def _publish(self) -> None:
+        """Upsert the search attributes the UI filters on, only when they changed."""
+        current = self._attributes()
         if current == self._published:
             return
         self._published = current
+        status, channel, milestones = current
         updates: list[SearchAttributeUpdate[Any]] = [
-            CASCADE_STATUS.value_set(self._state.status.value),
+            CASCADE_STATUS.value_set(status),
             STEP_MILESTONES.value_set(milestones),
         ]
         if channel:
             updates.append(DELIVERED_CHANNEL.value_set(channel))
         workflow.upsert_search_attributes(updates)
-
-
-async def _wait(condition: Callable[[], bool], limit: timedelta) -> bool:
-    """Wait for `condition` up to `limit` (a durable timer); False when the time ran out."""
-    try:
-        await workflow.wait_condition(condition, timeout=limit)
-    except TimeoutError:
-        return False
-    return True
