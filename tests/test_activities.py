@@ -1,0 +1,100 @@
+"""Activities against the real dev server and the real sandbox: idempotency is what matters here."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.testing import ActivityEnvironment
+
+from activities.dispatch import DispatchActivities
+from domain.models import DispatchRequest, SendRequest
+from domain.refs import recipient_workflow_id
+from domain.spec import CascadePlan, Step
+from domain.status import Channel
+from providers.sandbox import SandboxAdapter
+from runtime.devstack import Stack
+from tests.test_e2e import cli, write_spec
+
+pytestmark = pytest.mark.e2e
+PHONES = [f"+7999123000{i}" for i in range(5)]
+
+
+def stored_list(folder: Path) -> Path:
+    path = folder / "recipients.jsonl"
+    path.write_text("".join(json.dumps({"row": i, "phone": p, "vars": {}}) + "\n" for i, p in enumerate(PHONES)))
+    return path
+
+
+async def test_a_retried_dispatch_resumes_and_never_starts_anyone_twice(stack: Stack, tmp_path: Path) -> None:
+    mailing_id = f"dispatch-{uuid.uuid4().hex[:6]}"
+    plan = CascadePlan(
+        steps=[Step(channel=Channel.SMS, sender="S", text="hi", wait=timedelta(seconds=5))],
+        provider="sandbox",
+        late_reports=timedelta(0),
+    )
+    request = DispatchRequest(mailing_id=mailing_id, plan=plan, stored_list=stored_list(tmp_path))
+    # A queue no worker polls: the recipients are started, never run.
+    dispatch = DispatchActivities(stack.client, f"idle-{uuid.uuid4().hex[:6]}").dispatch
+
+    first = await ActivityEnvironment().run(dispatch, request)
+    assert (first.started, first.already_running) == (5, 0)
+
+    beats: list[object] = []
+    resumed_env = ActivityEnvironment()
+    resumed_env.info = dataclasses.replace(resumed_env.info, heartbeat_details=[[3, 3, 0]])
+    resumed_env.on_heartbeat = lambda *details: beats.append(list(details[0]))
+    resumed = await resumed_env.run(dispatch, request)  # a retry after the heartbeat at position 3
+    assert (resumed.started, resumed.already_running) == (3, 2) and beats == [[5, 3, 2]]
+
+    restarted = await ActivityEnvironment().run(dispatch, request)  # a retry that lost its heartbeat
+    assert (restarted.started, restarted.already_running) == (0, 5)
+
+    try:
+        query = f"MailingId = '{mailing_id}'"
+        for _ in range(50):  # visibility is eventually consistent
+            runs = [w async for w in stack.client.list_workflows(query)]
+            if len(runs) >= 5:
+                break
+            await asyncio.sleep(0.1)
+        assert sorted(r.id for r in runs) == sorted(recipient_workflow_id(mailing_id, p) for p in PHONES)
+        assert all(r.status == WorkflowExecutionStatus.RUNNING for r in runs)  # one run each, never restarted
+    finally:
+        for phone in PHONES:
+            await stack.client.get_workflow_handle(recipient_workflow_id(mailing_id, phone)).terminate()
+
+
+async def test_a_retried_send_is_one_message_at_the_provider(stack: Stack) -> None:
+    settings = stack.settings
+    ref = f"retry-{uuid.uuid4().hex[:6]}/+79991230001/0"
+    request = SendRequest(
+        client_ref=ref,
+        provider="sandbox",
+        channel=Channel.SMS,
+        phone="+79991230001",
+        sender="S",
+        text="hi",
+        ttl=timedelta(minutes=1),
+    )
+    async with httpx.AsyncClient() as http:
+        adapter = SandboxAdapter(http, settings.sandbox_base_url, "http://127.0.0.1:9/unused", "x")
+        first, second = await adapter.send(request), await adapter.send(request)
+        listed = [m for m in (await http.get(f"{settings.sandbox_base_url}/messages")).json() if m["client_ref"] == ref]
+    assert first.message_id == second.message_id
+    assert len(listed) == 1 and listed[0]["requests"] == 2
+
+
+async def test_a_mailing_without_a_valid_number_is_aborted_with_the_reason(stack: Stack, tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, "delivered", ["12345", "not a phone"])
+    code, out, _ = await cli(stack.settings, "start", str(spec), "--wait", "--json")
+    summary = json.loads(out)
+    assert code == 1
+    assert summary["status"] == "aborted" and summary["error"] == "the recipients hold no valid number"
+    assert summary["recipients"] == {"total": 2, "valid": 0, "invalid": 2, "duplicates": 0}
