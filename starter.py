@@ -20,8 +20,9 @@ import tempfile
 from pathlib import Path
 from urllib.parse import quote
 
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.progress import count_mailing
@@ -92,13 +93,16 @@ async def start_mailing(
                 ]
             ),
         )
+    except WorkflowAlreadyStartedError as exc:
+        raise CliError(f"mailing {mailing_id} exists already; choose another --id") from exc
     except RPCError as exc:
         raise CliError(f"cannot start mailing {mailing_id}: {exc.message}") from exc
 
 
 async def with_live_counts(client: Client, summary: MailingSummary) -> MailingSummary:
-    """A running mailing's summary with statistics counted now (the workflow stores them at the end)."""
-    if summary.status != MailingStatus.RUNNING:
+    """The summary with statistics counted now: while running, and after the end too, since late reports
+    keep arriving after the mailing completed (the workflow stores the figures of its last moment)."""
+    if summary.status not in (MailingStatus.RUNNING, MailingStatus.COMPLETED):
         return summary
     counts = await count_mailing(client, summary.mailing_id, summary.cascade)
     return summary.model_copy(update=counts.model_dump())
@@ -108,14 +112,18 @@ async def follow(
     client: Client, handle: WorkflowHandle[MailingWorkflow, MailingSummary], *, quiet: bool
 ) -> MailingSummary:
     """Print progress (to stderr) until the mailing ends; return its final summary."""
-    result = asyncio.ensure_future(handle.result())
+    result = asyncio.ensure_future(_final_summary(handle))
     seconds = 0
     while not result.done():
         await asyncio.wait([result], timeout=1)
         seconds += 1
         if result.done() or quiet:
             continue
-        summary = await with_live_counts(client, await handle.query(MailingWorkflow.summary))
+        try:
+            summary = await with_live_counts(client, await handle.query(MailingWorkflow.summary))
+        except RPCError as exc:  # e.g. the query raced the workflow's end: just try again
+            print(f"[{seconds:>4}s] (progress unavailable: {exc.message})", file=sys.stderr)
+            continue
         line = f"[{seconds:>4}s] {summary.status}"
         if summary.status == MailingStatus.RUNNING:
             outcome = ", ".join(f"{k} {v}" for k, v in summary.outcomes.items())
@@ -124,6 +132,13 @@ async def follow(
             line += " — no worker has picked it up; is a worker (or `starter.py dev`) running?"
         print(line, file=sys.stderr, flush=True)
     return result.result()
+
+
+async def _final_summary(handle: WorkflowHandle[MailingWorkflow, MailingSummary]) -> MailingSummary:
+    try:
+        return await handle.result()
+    except WorkflowFailureError as exc:  # terminated, cancelled or timed out from the outside
+        raise CliError(f"mailing workflow {handle.id} ended without a summary: {exc.cause or exc}") from exc
 
 
 def print_summary(summary: MailingSummary, as_json: bool) -> None:

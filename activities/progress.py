@@ -54,7 +54,8 @@ class ProgressActivities:
     async def await_recipients(self, request: ProgressRequest) -> MailingCounts:
         """Poll (one count query) until every recipient has a final cascade status; then count it all."""
         final = ", ".join(f"'{s.value}'" for s in FINAL_CASCADE_STATUSES)
-        query = f"{_recipients_of(request.mailing_id)} AND CascadeStatus IN ({final})"
+        # A recipient workflow closed by hand (terminated in the UI) counts as finished too.
+        query = f"{_recipients_of(request.mailing_id)} AND (CascadeStatus IN ({final}) OR ExecutionStatus != 'Running')"
         while (finished := (await self._client.count_workflows(query)).count) < request.expected:
             activity.heartbeat(finished)
             await asyncio.sleep(POLL_EVERY.total_seconds())

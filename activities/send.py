@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from domain.models import SendRequest, SendResult
 from providers.base import ProviderAdapter, ProviderUnavailable
@@ -26,4 +26,11 @@ class SendActivities:
             return await adapter.send(request)
         except ProviderUnavailable as exc:
             delay = timedelta(seconds=exc.retry_after) if exc.retry_after else None
-            raise ApplicationError(str(exc), type="ProviderUnavailable", next_retry_delay=delay) from exc
+            # BENIGN: an outage is expected and retried; it must not log a warning (with the workflow
+            # id, i.e. the phone number) on every attempt.
+            raise ApplicationError(
+                str(exc),
+                type="ProviderUnavailable",
+                next_retry_delay=delay,
+                category=ApplicationErrorCategory.BENIGN,
+            ) from exc

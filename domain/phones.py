@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -16,6 +17,7 @@ class RejectReason(StrEnum):
     TOO_LONG = "too long"
     INVALID = "invalid number"
     NOT_MOBILE = "not a mobile number"
+    PRECISION_LOST = "precision lost"
     MISSING_VARIABLE = "missing variable value"
 
 
@@ -39,11 +41,25 @@ _PARSE_REASONS = {
 }
 
 
+# Excel turned the number into "7,99912E+10": its last digits are gone for good.
+_SCIENTIFIC = re.compile(r"^\d+(?:[.,]\d+)?[eE]\+?\d+$")
+
+
+def clean_phone_text(raw: str) -> str:
+    """Undo what spreadsheets and CRMs do to numbers: spaces (also non-breaking), `tel:`, a leading '."""
+    text = raw.replace("\u00a0", " ").replace("\u202f", " ").strip().lstrip("'").strip()
+    if text[:4].lower() == "tel:":
+        text = text[4:].strip()
+    return text
+
+
 def normalize_phone(raw: str, region: str = "RU", *, allow_landline: bool = False) -> PhoneResult:
     """E.164 for a number in any common notation, or the reason it cannot be messaged."""
-    text = raw.strip()
+    text = clean_phone_text(raw)
     if not text:
         return PhoneResult(None, RejectReason.EMPTY)
+    if _SCIENTIFIC.match(text):
+        return PhoneResult(None, RejectReason.PRECISION_LOST)
     try:
         number = phonenumbers.parse(text, region)
     except NumberParseException as exc:

@@ -52,8 +52,14 @@ _RANK = {
 }
 
 
+_PROVIDER_STATUSES = (MessageStatus.SENT, MessageStatus.DELIVERED, MessageStatus.READ, MessageStatus.UNDELIVERED)
+
+
 def advance(current: MessageStatus, reported: MessageStatus) -> MessageStatus:
-    """The status after a report: forward moves only, final statuses stick."""
+    """The status after a report: forward moves only, final statuses stick — except `not_sent`, which a
+    provider's report overturns (the provider accepted it after all, e.g. its answers were lost)."""
+    if current is MessageStatus.NOT_SENT and reported in _PROVIDER_STATUSES:
+        return reported
     if current.is_final or reported.rank <= current.rank:
         return current
     return reported

@@ -68,7 +68,7 @@ class SandboxAdapter:
 
     def parse_webhook(self, body: bytes, headers: Mapping[str, str]) -> list[ParsedReport]:
         signature = headers.get(SIGNATURE_HEADER.lower(), "")
-        if not hmac.compare_digest(signature, sign(self._secret, body)):
+        if not hmac.compare_digest(signature.encode(), sign(self._secret, body).encode()):
             raise WebhookRejected(401, f"missing or wrong {SIGNATURE_HEADER}")
         try:
             report = SandboxReport.model_validate(json.loads(body))

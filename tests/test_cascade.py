@@ -269,3 +269,18 @@ async def test_reports_for_unknown_steps_are_ignored(cascade_factory: StartCasca
     await cascade.report(0, D)
     state = await cascade.handle.result()
     assert state.delivered_channel is Channel.VIBER and [s.reports for s in state.steps] == [1, 0]
+
+
+async def test_a_late_delivery_turns_an_undelivered_recipient_into_a_delivered_one(
+    cascade_factory: StartCascade,
+) -> None:
+    cascade: Cascade = await cascade_factory()
+    await cascade.sends(1)
+    await cascade.report(0, U)
+    await cascade.sends(2)
+    await cascade.env.sleep(SMS_WAIT + timedelta(seconds=1))  # SMS times out: the cascade is decided
+    decided = await cascade.state()
+    assert decided.status is CascadeStatus.UNDELIVERED and decided.steps[1].timed_out
+    await cascade.report(1, D)  # ... and then the SMS report comes after all
+    state = await cascade.handle.result()
+    assert state.status is CascadeStatus.DELIVERED and state.delivered_channel is Channel.SMS

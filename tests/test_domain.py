@@ -57,11 +57,18 @@ def test_delivered_then_undelivered_stays_delivered() -> None:
     assert advance(S.DELIVERED, S.NOT_SENT) is S.DELIVERED
 
 
-@pytest.mark.parametrize("final", [S.READ, S.UNDELIVERED, S.NOT_SENT])
+@pytest.mark.parametrize("final", [S.READ, S.UNDELIVERED])
 @pytest.mark.parametrize("reported", list(MessageStatus))
 def test_final_statuses_are_sticky(final: MessageStatus, reported: MessageStatus) -> None:
     assert final.is_final
     assert advance(final, reported) is final
+
+
+@pytest.mark.parametrize("reported", [S.SENT, S.DELIVERED, S.READ, S.UNDELIVERED])
+def test_a_provider_report_overturns_not_sent(reported: MessageStatus) -> None:
+    """The send was given up on, yet the provider had it: what it reports is what happened."""
+    assert advance(S.NOT_SENT, reported) is reported
+    assert advance(S.NOT_SENT, S.PENDING) is S.NOT_SENT
 
 
 def test_only_read_undelivered_and_not_sent_are_final() -> None:

@@ -153,11 +153,11 @@ def test_csv_with_only_a_bom_has_no_rows(tmp_path: Path) -> None:
         read_file(path)
 
 
-@pytest.mark.parametrize("name", ["list.xlsx", "list.json", "list"])
+@pytest.mark.parametrize("name", ["list.docx", "list.json", "list"])
 def test_unsupported_suffix(tmp_path: Path, name: str) -> None:
     path = tmp_path / name
     path.write_text("79990002233\n", encoding="utf-8")
-    with pytest.raises(RecipientsError, match=r"unsupported file type; use \.csv, \.txt"):
+    with pytest.raises(RecipientsError, match=r"unsupported file type; use \.csv, \.txt, \.xlsx, \.xls"):
         read_file(path)
 
 
@@ -378,3 +378,19 @@ def test_open_source_accepts_known_and_defaulted_variables(tmp_path: Path) -> No
     path.write_text("phone,name\n79990002233,Anna\n", encoding="utf-8")
     table = open_source(file_spec(path, "Hi {name}, {2}, {city|friend}"))
     assert [row.phone for row in table.rows] == ["79990002233"]
+
+
+def test_a_malformed_csv_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "broken.csv"
+    path.write_text('phone,name\n79990002233,"unclosed\n' + "x" * 140_000 + "\n", encoding="utf-8")
+    with pytest.raises(RecipientsError, match="malformed CSV near line"):
+        list(read_file(path).rows)
+
+
+def test_leading_blank_lines_do_not_hide_the_delimiter_or_shift_row_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "list.csv"
+    path.write_text("\n\nphone;name\n79990002233;Anna\n", encoding="utf-8")
+    table = read_file(path)
+    rows = list(table.rows)
+    assert table.header == ["phone", "name"]
+    assert [(r.number, r.phone, r.variables["name"]) for r in rows] == [(4, "79990002233", "Anna")]

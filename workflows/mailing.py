@@ -27,6 +27,8 @@ with workflow.unsafe.imports_passed_through():
 # Long activities prove they are alive by heartbeating; a dead worker is noticed within this time.
 HEARTBEAT = timedelta(seconds=30)
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
+# A file that fails to import five times will not import on the sixth: abort with the reason instead.
+IMPORT_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=5)
 
 
 class MailingStatus(StrEnum):
@@ -84,7 +86,7 @@ class MailingWorkflow:
                 RecipientActivities.import_recipients,
                 ImportRequest(mailing_id=input.mailing_id, spec=input.spec),
                 start_to_close_timeout=timedelta(hours=1),
-                retry_policy=RETRY,
+                retry_policy=IMPORT_RETRY,
             )
             if self._import.valid == 0:
                 raise ApplicationError("the recipients hold no valid number", non_retryable=True)

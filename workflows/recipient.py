@@ -55,7 +55,9 @@ class RecipientCascadeWorkflow:
         step.handed_over = True
         step.message_id = step.message_id or report.message_id
         self._move(step, report.status, report.error, report.at)
-        # Published by run() when it wakes up, so that one activation makes one upsert.
+        if self._state.status.is_final:
+            self._finish()  # a late report can still turn an undelivered recipient into a delivered one
+        # Otherwise run() publishes when it wakes up, so that one activation makes one upsert.
 
     @workflow.query
     def state(self) -> RecipientState:
