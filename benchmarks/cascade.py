@@ -50,7 +50,7 @@ async def noop(value: int) -> int:
     return value
 
 
-@workflow.defn(sandboxed=False)
+@workflow.defn
 class MinimalWorkflow:
     def __init__(self) -> None:
         self.signalled = False
