@@ -3,6 +3,7 @@
 python starter.py dev                          # Temporal dev server + worker + gateway + sandbox
 python starter.py demo                         # the stack, the example mailing, its summary, stop
 python starter.py validate SPEC [--json]       # what the recipient list holds, before launching
+python starter.py preview SPEC [--row N]       # each step's message for one recipient, SMS parts
 python starter.py start SPEC [--wait] [--json] # launch a mailing (needs a running stack or worker)
 python starter.py status MAILING_ID [--json]
 """
@@ -26,11 +27,16 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.progress import count_mailing
+from domain.durations import format_duration
 from domain.models import ImportReport, MailingInput, MailingSummary
+from domain.phones import normalize_phone
 from domain.refs import MAILING_ID_PATTERN, mailing_workflow_id
-from domain.spec import MailingSpec, SpecError, load_spec
+from domain.sms import sms_size
+from domain.spec import VIBER_TEXT_MAX, MailingSpec, SpecError, load_spec
+from domain.status import Channel
+from domain.template import MissingVariableError, render
 from recipients.importer import import_recipients, open_source
-from recipients.reader import RecipientsError
+from recipients.reader import RecipientsError, Row
 from runtime.devstack import StackError, embedded_stack
 from runtime.settings import Settings
 from runtime.temporal import connect, release_sdk_runtime
@@ -211,6 +217,49 @@ async def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if report.valid else 1
 
 
+def preview_lines(spec: MailingSpec, row: Row) -> list[str]:
+    """Each step's message as this recipient gets it, with what it costs (SMS parts) or weighs (Viber)."""
+    phone = normalize_phone(row.phone, spec.region)
+    shown = ", ".join(f"{k}={v}" for k, v in row.variables.items() if not k.isdigit() and v != row.phone.strip())
+    number_note = phone.e164 or f"{row.phone.strip()!r} — invalid: {phone.reason}"
+    lines = [f"recipient: row {row.number}, {number_note}" + (f" ({shown})" if shown else "")]
+    for number, step in enumerate(spec.steps, start=1):
+        lines.append(
+            f"step {number} · {step.channel} · sender {step.sender} · wait {format_duration(step.wait)}"
+            f" · expect {step.expect}"
+        )
+        try:
+            text = render(step.text, row.variables)
+        except MissingVariableError as exc:
+            lines.append(f"  error: {exc} in this row (it would be rejected)")
+            continue
+        lines.extend(f"  | {line}" for line in text.splitlines() or [""])
+        if step.channel is Channel.SMS:
+            size = sms_size(text)
+            lines.append(f"  {size.encoding} · {size.length} chars · {size.parts} part{'s' * (size.parts > 1)}")
+        else:
+            details = [f"text {len(text)}/{VIBER_TEXT_MAX} chars"]
+            if step.image_url:
+                details.append(f"image {step.image_url}")
+            if step.button:
+                details.append(f"button {step.button.caption!r} → {step.button.url}")
+            lines.append("  " + " · ".join(details))
+    return lines
+
+
+async def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
+    spec = checked_spec(args.spec)
+    try:
+        for row in open_source(spec).rows:
+            wanted = row.number == args.row if args.row else normalize_phone(row.phone, spec.region).e164
+            if wanted:
+                print("\n".join(preview_lines(spec, row)))
+                return 0
+    except RecipientsError as exc:
+        raise CliError(str(exc)) from exc
+    raise CliError(f"no row {args.row} in the recipients" if args.row else "no valid recipient to preview")
+
+
 async def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     async with embedded_stack(settings):
         print(
@@ -256,6 +305,10 @@ def parser() -> argparse.ArgumentParser:
     status.add_argument("mailing_id")
     status.add_argument("--json", action="store_true")
     status.set_defaults(run=cmd_status)
+    preview = commands.add_parser("preview", help="show each step's message for one recipient")
+    preview.add_argument("spec", type=Path)
+    preview.add_argument("--row", type=int, help="row number in the file (default: the first valid one)")
+    preview.set_defaults(run=cmd_preview)
     validate = commands.add_parser("validate", help="check a spec and count its valid/invalid numbers")
     validate.add_argument("spec", type=Path)
     validate.add_argument("--json", action="store_true")
