@@ -22,11 +22,10 @@ import statistics
 import tempfile
 import time
 import uuid
-from datetime import timedelta
 from pathlib import Path
 
+from minimal_workflow import MinimalWorkflow, noop, sent
 from pydantic import SecretStr
-from temporalio import activity, workflow
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -37,32 +36,6 @@ from runtime.devstack import embedded_stack
 from runtime.servers import free_port
 from runtime.settings import Settings
 from workflows.mailing import MailingWorkflow
-
-# Workflow ids whose activity ran: the benchmark signals them then, as a provider reports after a send.
-sent: asyncio.Queue[str] = asyncio.Queue()
-
-
-@activity.defn
-async def noop(value: int) -> int:
-    workflow_id = activity.info().workflow_id
-    assert workflow_id is not None
-    sent.put_nowait(workflow_id)
-    return value
-
-
-@workflow.defn
-class MinimalWorkflow:
-    def __init__(self) -> None:
-        self.signalled = False
-
-    @workflow.signal
-    def done(self) -> None:
-        self.signalled = True
-
-    @workflow.run
-    async def run(self, value: int) -> None:
-        await workflow.execute_activity(noop, value, start_to_close_timeout=timedelta(seconds=30))
-        await workflow.wait_condition(lambda: self.signalled)
 
 
 async def wait_completed(client: Client, query: str, n: int) -> None:
