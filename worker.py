@@ -47,7 +47,7 @@ def build_worker(client: Client, settings: Settings, http: httpx.AsyncClient) ->
             SendActivities(providers).send,
             RecipientActivities(settings.data_dir).import_recipients,
             DispatchActivities(client, settings.task_queue).dispatch,
-            ProgressActivities(client).await_recipients,
+            ProgressActivities(client).await_progress,
         ],
     )
 

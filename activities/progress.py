@@ -18,6 +18,8 @@ from domain.status import FINAL_CASCADE_STATUSES, Channel
 
 CHANNEL_MILESTONES = ("sent", "delivered", "read", "undelivered")
 POLL_EVERY = timedelta(seconds=1)
+# The mailing's query shows figures at most this old while nothing changes (one history loop each).
+REPORT_AT_LEAST_EVERY = timedelta(seconds=30)
 
 
 async def count_mailing(client: Client, mailing_id: str, cascade: Sequence[Channel]) -> MailingCounts:
@@ -50,16 +52,23 @@ class ProgressActivities:
     def __init__(self, client: Client) -> None:
         self._client = client
 
-    @activity.defn(name="await_recipients")
-    async def await_recipients(self, request: ProgressRequest) -> MailingCounts:
-        """Poll (one count query) until every recipient has a final cascade status; then count it all."""
+    @activity.defn(name="await_progress")
+    async def await_progress(self, request: ProgressRequest) -> MailingCounts:
+        """Poll (one cheap count query a second) until the number of finished recipients differs from what
+        the workflow last saw, or every recipient finished, or REPORT_AT_LEAST_EVERY passed; then count
+        it all, so the mailing's query shows live figures."""
         final = ", ".join(f"'{s.value}'" for s in FINAL_CASCADE_STATUSES)
         # A recipient workflow closed by hand (terminated in the UI) counts as finished too.
         query = f"{_recipients_of(request.mailing_id)} AND (CascadeStatus IN ({final}) OR ExecutionStatus != 'Running')"
-        while (finished := (await self._client.count_workflows(query)).count) < request.expected:
+        polls = int(REPORT_AT_LEAST_EVERY / POLL_EVERY)
+        for _ in range(polls):
+            finished = (await self._client.count_workflows(query)).count
             activity.heartbeat(finished)
+            if finished != request.last_finished or finished >= request.expected:
+                break
             await asyncio.sleep(POLL_EVERY.total_seconds())
-        return await count_mailing(self._client, request.mailing_id, request.cascade)
+        counts = await count_mailing(self._client, request.mailing_id, request.cascade)
+        return counts.model_copy(update={"finished": finished})
 
 
 def _recipients_of(mailing_id: str) -> str:

@@ -18,6 +18,7 @@ from domain.status import CascadeStatus, Channel, MessageStatus
 class MailingInput(BaseModel):
     mailing_id: str
     spec: MailingSpec
+    resume: MailingResume | None = None
 
 
 class ImportRequest(BaseModel):
@@ -164,10 +165,7 @@ class MailingCounts(BaseModel):
     outcomes: dict[str, int]
     delivered_by_channel: dict[str, int]
     channels: dict[str, dict[str, int]]
-
-    @property
-    def finished(self) -> int:
-        return sum(self.outcomes.values())
+    finished: int = 0  # recipients with a final cascade status, or whose workflow was closed by hand
 
 
 class MailingSummary(BaseModel):
@@ -191,3 +189,12 @@ class ProgressRequest(BaseModel):
     mailing_id: str
     cascade: list[Channel]
     expected: int
+    last_finished: int = -1
+
+
+class MailingResume(BaseModel):
+    """What a mailing carries over when it continues as new (its history grew long while it waited)."""
+
+    import_report: ImportReport
+    counts: MailingCounts
+    started_at: datetime

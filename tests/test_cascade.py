@@ -284,3 +284,21 @@ async def test_a_late_delivery_turns_an_undelivered_recipient_into_a_delivered_o
     await cascade.report(1, D)  # ... and then the SMS report comes after all
     state = await cascade.handle.result()
     assert state.status is CascadeStatus.DELIVERED and state.delivered_channel is Channel.SMS
+
+
+async def test_a_failure_report_before_the_send_returns_still_records_when_it_was_sent(
+    cascade_factory: StartCascade,
+) -> None:
+    cascade: Cascade = await cascade_factory()
+
+    async def fail_during_send(request: SendRequest) -> None:
+        if request.channel is Channel.VIBER:
+            await cascade.report(0, U)
+
+    cascade.provider.on_send = fail_during_send
+    await cascade.sends(2)
+    await cascade.report(1, D)
+    state = await cascade.handle.result()
+    viber = state.steps[0]
+    assert viber.status is U and viber.sent_at is not None and viber.failed_at is not None
+    assert state.delivered_channel is Channel.SMS

@@ -7,17 +7,19 @@ import asyncio
 import json
 import sys
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from domain.models import RecipientState
-from domain.refs import recipient_workflow_id
+from domain.models import ImportReport, MailingCounts, MailingInput, MailingResume, RecipientState
+from domain.refs import mailing_workflow_id, recipient_workflow_id
 from runtime.devstack import Stack, temporal_binary
 from runtime.settings import Settings
 from tests.conftest import stack_env
+from workflows.mailing import MailingWorkflow
 from workflows.recipient import RecipientCascadeWorkflow
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -153,3 +155,47 @@ async def test_invalid_numbers_are_reported_with_row_and_reason(stack: Stack, tm
         (5, "not a number"),
     ]
     assert summary["outcomes"]["delivered"] == 2
+
+
+async def test_the_mailing_query_reports_progress_while_running(stack: Stack, tmp_path: Path) -> None:
+    mailing_id = f"e2e-progress-{uuid.uuid4().hex[:6]}"
+    code, _, err = await cli(stack.settings, "start", str(write_spec(tmp_path, "delivered")), "--id", mailing_id)
+    assert code == 0, err
+    handle = stack.client.get_workflow_handle_for(MailingWorkflow.run, mailing_workflow_id(mailing_id))
+    seen_partial = False
+    for _ in range(150):
+        summary = await handle.query(MailingWorkflow.summary)
+        finished = sum(summary.outcomes.values())
+        if summary.status == "running" and 0 < finished < 10:
+            seen_partial = True
+        if summary.status == "completed":
+            break
+        await asyncio.sleep(0.1)
+    assert seen_partial, "the query never showed partial progress"
+    final = await handle.result()
+    assert final.outcomes == {"delivered": 9, "undelivered": 1, "not_sent": 0}
+
+
+async def test_a_mailing_continued_as_new_resumes_without_importing_or_dispatching_again(
+    stack: Stack, tmp_path: Path
+) -> None:
+    mailing_id, summary = await run_mailing(stack, tmp_path, "delivered")
+    first = stack.client.get_workflow_handle_for(MailingWorkflow.run, mailing_workflow_id(mailing_id))
+    original = (await first.fetch_history()).events[0].workflow_execution_started_event_attributes
+    spec = (await stack.client.data_converter.decode(original.input.payloads, [MailingInput]))[0].spec
+    report = ImportReport(rows=10, valid=10, stored_list=tmp_path / "gone.jsonl")  # not read again
+    resume = MailingResume(
+        import_report=report,
+        counts=MailingCounts(outcomes={}, delivered_by_channel={}, channels={}, finished=3),
+        started_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    resumed = await stack.client.execute_workflow(
+        MailingWorkflow.run,
+        MailingInput(mailing_id=mailing_id, spec=spec, resume=resume),
+        id=f"resume-check-{mailing_id}",
+        task_queue=stack.settings.task_queue,
+    )
+    assert resumed.status == "completed" and resumed.started_at == resume.started_at
+    assert resumed.outcomes == summary["outcomes"] and resumed.channels == summary["channels"]
+    messages = await sandbox_messages(stack.settings, mailing_id)
+    assert len(messages) == 14 and all(m["requests"] == 1 for m in messages)  # nothing sent again

@@ -19,6 +19,7 @@ with workflow.unsafe.imports_passed_through():
         ImportRequest,
         MailingCounts,
         MailingInput,
+        MailingResume,
         MailingSummary,
         ProgressRequest,
     )
@@ -81,33 +82,28 @@ class MailingWorkflow:
     async def run(self, input: MailingInput) -> MailingSummary:
         plan = input.spec.cascade()
         try:
-            self._set_status(MailingStatus.PROCESSING_CONTACTS)
-            self._import = await workflow.execute_activity_method(
-                RecipientActivities.import_recipients,
-                ImportRequest(mailing_id=input.mailing_id, spec=input.spec),
-                start_to_close_timeout=timedelta(hours=1),
-                retry_policy=IMPORT_RETRY,
-            )
-            if self._import.valid == 0:
-                raise ApplicationError("the recipients hold no valid number", non_retryable=True)
-            assert self._import.stored_list is not None
-            self._set_status(MailingStatus.RUNNING)
-            await workflow.execute_activity_method(
-                DispatchActivities.dispatch,
-                DispatchRequest(mailing_id=input.mailing_id, plan=plan, stored_list=self._import.stored_list),
-                start_to_close_timeout=timedelta(days=7),
-                heartbeat_timeout=HEARTBEAT,
-                retry_policy=RETRY,
-            )
-            self._counts = await workflow.execute_activity_method(
-                ProgressActivities.await_recipients,
-                ProgressRequest(
-                    mailing_id=input.mailing_id, cascade=[s.channel for s in plan.steps], expected=self._import.valid
-                ),
-                start_to_close_timeout=timedelta(days=30),
-                heartbeat_timeout=HEARTBEAT,
-                retry_policy=RETRY,
-            )
+            if input.resume is None:
+                await self._import_and_dispatch(input)
+            else:
+                self._import, self._counts = input.resume.import_report, input.resume.counts
+                self._started_at = input.resume.started_at
+                self._set_status(MailingStatus.RUNNING)
+            while self._counts is None or self._counts.finished < self._import.valid:
+                self._counts = await workflow.execute_activity_method(
+                    ProgressActivities.await_progress,
+                    ProgressRequest(
+                        mailing_id=input.mailing_id,
+                        cascade=[s.channel for s in plan.steps],
+                        expected=self._import.valid,
+                        last_finished=self._counts.finished if self._counts else -1,
+                    ),
+                    start_to_close_timeout=timedelta(minutes=5),
+                    heartbeat_timeout=HEARTBEAT,
+                    retry_policy=RETRY,
+                )
+                if self._counts.finished < self._import.valid and workflow.info().is_continue_as_new_suggested():
+                    resume = MailingResume(import_report=self._import, counts=self._counts, started_at=self._started_at)
+                    workflow.continue_as_new(input.model_copy(update={"resume": resume}))
             self._set_status(MailingStatus.COMPLETED)
         except (ActivityError, ApplicationError) as error:
             cause = error.cause if isinstance(error, ActivityError) and error.cause else error
@@ -115,6 +111,29 @@ class MailingWorkflow:
             self._set_status(MailingStatus.ABORTED)
         self._finished_at = workflow.now()
         return self.summary()
+
+    async def _import_and_dispatch(self, input: MailingInput) -> None:
+        """Import the recipients (counts reported at once), then start a cascade for each."""
+        self._set_status(MailingStatus.PROCESSING_CONTACTS)
+        self._import = await workflow.execute_activity_method(
+            RecipientActivities.import_recipients,
+            ImportRequest(mailing_id=input.mailing_id, spec=input.spec),
+            start_to_close_timeout=timedelta(hours=1),
+            retry_policy=IMPORT_RETRY,
+        )
+        if self._import.valid == 0:
+            raise ApplicationError("the recipients hold no valid number", non_retryable=True)
+        assert self._import.stored_list is not None
+        self._set_status(MailingStatus.RUNNING)
+        await workflow.execute_activity_method(
+            DispatchActivities.dispatch,
+            DispatchRequest(
+                mailing_id=input.mailing_id, plan=input.spec.cascade(), stored_list=self._import.stored_list
+            ),
+            start_to_close_timeout=timedelta(days=7),
+            heartbeat_timeout=HEARTBEAT,
+            retry_policy=RETRY,
+        )
 
     def _set_status(self, status: MailingStatus) -> None:
         self._status = status

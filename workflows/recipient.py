@@ -123,6 +123,7 @@ class RecipientCascadeWorkflow:
             self._move(step, MessageStatus.NOT_SENT, f"provider unavailable: {cause}", None)
             return
         step.handed_over = True
+        step.sent_at = step.sent_at or workflow.now()  # even when a report came first and moved the status on
         step.message_id = step.message_id or result.message_id
         if result.rejected is not None:
             self._move(step, MessageStatus.UNDELIVERED, result.rejected, None)
