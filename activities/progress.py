@@ -18,25 +18,30 @@ from domain.status import FINAL_CASCADE_STATUSES, Channel
 
 CHANNEL_MILESTONES = ("sent", "delivered", "read", "undelivered")
 POLL_EVERY = timedelta(seconds=1)
-# The mailing's query shows figures at most this old while nothing changes (one history loop each).
+# The mailing's query shows figures at most this old while nothing changes (one history loop each), and
+# recounts them all at most this often while recipients finish (a full count is a dozen visibility queries).
 REPORT_AT_LEAST_EVERY = timedelta(seconds=30)
+REPORT_AT_MOST_EVERY = timedelta(seconds=2)
 
 
-async def count_mailing(client: Client, mailing_id: str, cascade: Sequence[Channel]) -> MailingCounts:
+async def count_mailing(
+    client: Client, mailing_id: str, cascade: Sequence[Channel], *, outcomes_only: bool = False
+) -> MailingCounts:
     """Outcomes, delivering channels and per-channel message counts of one mailing (`cascade`: the
-    channel of each step, in order)."""
+    channel of each step, in order). `outcomes_only` makes three queries instead of a dozen."""
     base = _recipients_of(mailing_id)
 
     async def count(condition: str) -> int:
         return (await client.count_workflows(f"{base} AND {condition}")).count
 
-    channels = sorted({channel.value for channel in cascade})
+    channels = [] if outcomes_only else sorted({channel.value for channel in cascade})
     outcome_queries = {s.value: f"CascadeStatus = '{s.value}'" for s in FINAL_CASCADE_STATUSES}
     channel_queries = {c: f"DeliveredChannel = '{c}'" for c in channels}
     milestone_queries = {
         (channel.value, name): f"StepMilestones = '{number}:{channel.value}:{name}'"
         for number, channel in enumerate(cascade, start=1)
         for name in CHANNEL_MILESTONES
+        if not outcomes_only
     }
     queries = [*outcome_queries.values(), *channel_queries.values(), *milestone_queries.values()]
     results = iter(await asyncio.gather(*(count(q) for q in queries)))
@@ -54,20 +59,22 @@ class ProgressActivities:
 
     @activity.defn(name="await_progress")
     async def await_progress(self, request: ProgressRequest) -> MailingCounts:
-        """Poll (one cheap count query a second) until the number of finished recipients differs from what
-        the workflow last saw, or every recipient finished, or REPORT_AT_LEAST_EVERY passed; then count
-        it all, so the mailing's query shows live figures."""
+        """Poll (one cheap count query a second) until every recipient finished, or the number of finished
+        ones changed since the workflow last saw it (at most every REPORT_AT_MOST_EVERY), or
+        REPORT_AT_LEAST_EVERY passed. Then it counts the outcomes (live in the mailing's query), and every
+        figure once all are finished."""
         final = ", ".join(f"'{s.value}'" for s in FINAL_CASCADE_STATUSES)
         # A recipient workflow closed by hand (terminated in the UI) counts as finished too.
         query = f"{_recipients_of(request.mailing_id)} AND (CascadeStatus IN ({final}) OR ExecutionStatus != 'Running')"
-        polls = int(REPORT_AT_LEAST_EVERY / POLL_EVERY)
-        for _ in range(polls):
+        for poll in range(int(REPORT_AT_LEAST_EVERY / POLL_EVERY)):
             finished = (await self._client.count_workflows(query)).count
             activity.heartbeat(finished)
-            if finished != request.last_finished or finished >= request.expected:
+            changed = finished != request.last_finished and poll * POLL_EVERY >= REPORT_AT_MOST_EVERY
+            if changed or finished >= request.expected:
                 break
             await asyncio.sleep(POLL_EVERY.total_seconds())
-        counts = await count_mailing(self._client, request.mailing_id, request.cascade)
+        done = finished >= request.expected
+        counts = await count_mailing(self._client, request.mailing_id, request.cascade, outcomes_only=not done)
         return counts.model_copy(update={"finished": finished})
 
 
