@@ -2,7 +2,7 @@
 
 python starter.py dev                          # Temporal dev server + worker + gateway + sandbox
 python starter.py demo                         # the stack, the example mailing, its summary, stop
-python starter.py validate SPEC [--json]       # what the recipient list holds, before launching
+python starter.py validate SPEC|FILE [--json] [--rejected rejected.xlsx]  # what the list holds, per row
 python starter.py preview SPEC [--row N]       # each step's message for one recipient, SMS parts
 python starter.py start SPEC [--wait] [--json] # launch a mailing (needs a running stack or worker)
 python starter.py status MAILING_ID [--json]
@@ -17,8 +17,9 @@ import re
 import secrets
 import signal
 import sys
-import tempfile
+from contextlib import nullcontext
 from pathlib import Path
+from typing import TextIO
 from urllib.parse import quote
 
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
@@ -35,8 +36,8 @@ from domain.sms import sms_size
 from domain.spec import VIBER_TEXT_MAX, MailingSpec, SpecError, load_spec
 from domain.status import Channel
 from domain.template import MissingVariableError, render
-from recipients.importer import import_recipients, open_source
-from recipients.reader import RecipientsError, Row
+from recipients.importer import ListRules, open_source, rejected_writer, validate_rows
+from recipients.reader import SUPPORTED_SUFFIXES, RecipientsError, Row, read_file
 from runtime.devstack import StackError, embedded_stack
 from runtime.settings import Settings
 from runtime.temporal import connect, release_sdk_runtime
@@ -45,6 +46,7 @@ from workflows.search_attributes import MAILING_ID, MAILING_STATUS
 
 DEMO_SPEC = Path(__file__).resolve().parent / "examples" / "demo.toml"
 NO_WORKER_HINT_AFTER = 10  # seconds a mailing may stay "new" before we suspect that no worker runs
+PROGRESS_ABOVE_BYTES = 4 * 1024 * 1024  # files from this size get a progress bar (on a terminal)
 
 
 class CliError(Exception):
@@ -168,19 +170,27 @@ def print_summary(summary: MailingSummary, as_json: bool) -> None:
             print(f"  {channel:6} " + ", ".join(f"{k} {v}" for k, v in counts.items()))
 
 
-def print_import_report(report: ImportReport, as_json: bool) -> None:
+def print_import_report(report: ImportReport, as_json: bool, out: TextIO = sys.stdout) -> None:
     if as_json:
-        print(json.dumps(report.model_dump(mode="json", exclude={"stored_list"}), indent=2, ensure_ascii=False))
+        dump = report.model_dump(mode="json", exclude={"stored_list", "rejected_file"})
+        print(json.dumps(dump, indent=2, ensure_ascii=False), file=out)
         return
-    print(f"{report.rows} rows: {report.valid} valid, {report.invalid} invalid, {report.duplicates} duplicates")
+    print(
+        f"{report.rows} rows: {report.valid} valid, {report.invalid} invalid, {report.duplicates} duplicates",
+        file=out,
+    )
     for reason, count in report.invalid_by_reason.items():
-        print(f"  {reason}: {count}")
+        print(f"  invalid, {reason}: {count}", file=out)
     for row in report.rejected_sample:
-        print(f"  row {row.row}: {row.value!r}: {row.reason}")
+        print(f"  row {row.row}: {row.value!r}: {row.reason}", file=out)
 
 
 async def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
     spec = checked_spec(args.spec)
+    report = await validate_list(spec, ListRules.of(spec), progress=args.progress)
+    print_import_report(report, as_json=False, out=sys.stderr)
+    if not report.valid:
+        raise CliError("the recipients hold no valid number; nothing was started")
     client = await client_for(settings)
     mailing_id = args.id or new_mailing_id(spec.name)
     handle = await start_mailing(client, settings, spec, mailing_id)
@@ -206,20 +216,68 @@ async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+class ProgressBar:
+    """`[#####·····]  48%` on stderr, redrawn in place; silent unless switched on."""
+
+    WIDTH = 30
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._shown = -1
+
+    def __call__(self, fraction: float) -> None:
+        percent = min(100, int(fraction * 100))
+        if self.enabled and percent != self._shown:
+            self._shown = percent
+            done = self.WIDTH * percent // 100
+            print(f"\rreading [{'#' * done}{'·' * (self.WIDTH - done)}] {percent:3}%", end="", file=sys.stderr)
+
+    def close(self) -> None:
+        if self.enabled and self._shown >= 0:
+            print(file=sys.stderr, flush=True)
+
+
+async def validate_list(
+    source: MailingSpec | Path, rules: ListRules, *, progress: bool | None, rejected: Path | None = None
+) -> ImportReport:
+    """Read and classify every row (as the import will), optionally writing the rejected rows to a file."""
+    path = source if isinstance(source, Path) else source.recipients
+    if progress is None:  # by default: a bar for large files, when someone watches the terminal
+        progress = sys.stderr.isatty() and path is not None and path.stat().st_size >= PROGRESS_ABOVE_BYTES
+    bar = ProgressBar(progress)
+
+    def run() -> ImportReport:
+        table = open_source(source, bar) if isinstance(source, MailingSpec) else read_file(source, progress=bar)
+        with rejected_writer(rejected) if rejected else nullcontext(None) as rejected_out:
+            return validate_rows(table, rules, rejected_out)
+
+    try:
+        return await asyncio.to_thread(run)
+    except RecipientsError as exc:
+        raise CliError(str(exc)) from exc
+    finally:
+        bar.close()
+
+
 async def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
-    spec = checked_spec(args.spec)
-    with tempfile.TemporaryDirectory() as scratch:
-        try:
-            report = await asyncio.to_thread(import_recipients, spec, Path(scratch), "validate")
-        except RecipientsError as exc:
-            raise CliError(str(exc)) from exc
-        print_import_report(report, args.json)
+    source: MailingSpec | Path
+    if args.source.suffix.lower() in SUPPORTED_SUFFIXES:  # a bare list: default options
+        if not args.source.is_file():
+            raise CliError(f"{args.source}: file not found")
+        source, rules = args.source, ListRules(region=args.region, keep_landlines=args.keep_landlines)
+    else:
+        source = checked_spec(args.source)
+        rules = ListRules.of(source)
+    report = await validate_list(source, rules, progress=args.progress, rejected=args.rejected)
+    print_import_report(report, args.json)
+    if args.rejected and not args.json:
+        print(f"rejected rows with their reasons: {args.rejected}", file=sys.stderr)
     return 0 if report.valid else 1
 
 
 def preview_lines(spec: MailingSpec, row: Row) -> list[str]:
     """Each step's message as this recipient gets it, with what it costs (SMS parts) or weighs (Viber)."""
-    phone = normalize_phone(row.phone, spec.region)
+    phone = normalize_phone(row.phone, spec.region, allow_landline=spec.keep_landlines)
     shown = ", ".join(f"{k}={v}" for k, v in row.variables.items() if not k.isdigit() and v != row.phone.strip())
     number_note = phone.e164 or f"{row.phone.strip()!r} — invalid: {phone.reason}"
     lines = [f"recipient: row {row.number}, {number_note}" + (f" ({shown})" if shown else "")]
@@ -251,7 +309,11 @@ async def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
     spec = checked_spec(args.spec)
     try:
         for row in open_source(spec).rows:
-            wanted = row.number == args.row if args.row else normalize_phone(row.phone, spec.region).e164
+            wanted = (
+                row.number == args.row
+                if args.row
+                else normalize_phone(row.phone, spec.region, allow_landline=spec.keep_landlines).e164
+            )
             if wanted:
                 print("\n".join(preview_lines(spec, row)))
                 return 0
@@ -300,6 +362,7 @@ def parser() -> argparse.ArgumentParser:
     start.add_argument("--id", help="mailing id (default: from the name plus a random suffix)")
     start.add_argument("--wait", action="store_true", help="follow progress until the mailing ends")
     start.add_argument("--json", action="store_true", help="print the final summary as JSON")
+    start.add_argument("--progress", action=argparse.BooleanOptionalAction, help="progress bar while reading")
     start.set_defaults(run=cmd_start)
     status = commands.add_parser("status", help="show a mailing's status and statistics")
     status.add_argument("mailing_id")
@@ -309,9 +372,13 @@ def parser() -> argparse.ArgumentParser:
     preview.add_argument("spec", type=Path)
     preview.add_argument("--row", type=int, help="row number in the file (default: the first valid one)")
     preview.set_defaults(run=cmd_preview)
-    validate = commands.add_parser("validate", help="check a spec and count its valid/invalid numbers")
-    validate.add_argument("spec", type=Path)
+    validate = commands.add_parser("validate", help="count a list's valid, invalid and duplicate numbers")
+    validate.add_argument("source", type=Path, metavar="SPEC|FILE", help="a mailing spec, or a recipients file")
     validate.add_argument("--json", action="store_true")
+    validate.add_argument("--rejected", type=Path, help="write the rejected rows with reasons (.csv or .xlsx)")
+    validate.add_argument("--progress", action=argparse.BooleanOptionalAction, help="progress bar while reading")
+    validate.add_argument("--region", default="RU", help="for a bare file: region of national numbers")
+    validate.add_argument("--keep-landlines", action="store_true", help="for a bare file: accept fixed lines")
     validate.set_defaults(run=cmd_validate)
     return top
 

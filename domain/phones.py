@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any, NamedTuple
 
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberType, ValidationResult
@@ -21,8 +22,9 @@ class RejectReason(StrEnum):
     MISSING_VARIABLE = "missing variable value"
 
 
-@dataclass(frozen=True)
-class PhoneResult:
+class PhoneResult(NamedTuple):
+    """The E.164 form of a number, or the reason it is refused."""
+
     e164: str | None
     reason: RejectReason | None = None
 
@@ -72,3 +74,174 @@ def normalize_phone(raw: str, region: str = "RU", *, allow_landline: bool = Fals
     if not allow_landline and phonenumbers.number_type(number) not in _MOBILE_TYPES:
         return PhoneResult(None, RejectReason.NOT_MOBILE)
     return PhoneResult(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+
+
+# --- The fast exact classifier -------------------------------------------------------------------------------
+#
+# phonenumbers costs ~60 µs a number, far too slow for a million rows. Lists are made of a few shapes: digits
+# with spaces, dashes, dots, brackets and perhaps a leading `+`. For those, what phonenumbers does depends only
+# on (plus sign, digit string), and it does two things:
+#   1. parse: cut a country code and a national prefix off the front — a *route* that, for real numbering
+#      plans, depends on the sign, the length and the first digits. The first number of each
+#      (sign, length, first digits) is classified by phonenumbers itself, and the cut it made is remembered —
+#      keyed by the first 4 digits, or by the cut plus two national digits when the cut is longer.
+#   2. classify the national number with the metadata's regexes, in phonenumbers' order. `_TypeMatcher`
+#      compiles the same regexes, in the same order, into one alternation — the same answer in one match.
+# Everything else (letters, extensions, non-geographic codes, exotic prefixes) goes to phonenumbers.
+# benchmarks/validate.py and tests/test_phones.py check the result is identical to `normalize_phone`.
+
+# What `clean_phone_text` strips (spaces incl. NBSP, a leading apostrophe), then a sign and digits with punctuation.
+_SIMPLE_SHAPE = re.compile(r"\s*'*\s*(\+?)([\d \-().]+?)\s*")
+_DROP_PUNCTUATION = str.maketrans("", "", "+ -().")
+_ROUTE_PREFIX = 4
+_TYPE_ORDER = (
+    ("premium_rate", PhoneNumberType.PREMIUM_RATE),
+    ("toll_free", PhoneNumberType.TOLL_FREE),
+    ("shared_cost", PhoneNumberType.SHARED_COST),
+    ("voip", PhoneNumberType.VOIP),
+    ("personal_number", PhoneNumberType.PERSONAL_NUMBER),
+    ("pager", PhoneNumberType.PAGER),
+    ("uan", PhoneNumberType.UAN),
+    ("voicemail", PhoneNumberType.VOICEMAIL),
+)
+
+
+def _desc_pattern(desc: Any, length: int) -> str | None:
+    """The desc's pattern if a number of this length can match it (phonenumbers' `_is_number_matching_desc`)."""
+    if desc is None or not desc.national_number_pattern:
+        return None
+    if desc.possible_length and length not in desc.possible_length:
+        return None
+    return str(desc.national_number_pattern)
+
+
+class _TypeMatcher:
+    """phonenumbers' `_number_type_helper` for one region and one national-number length, as a single regex."""
+
+    def __init__(self, metadata: Any, length: int) -> None:
+        branches: list[tuple[str, int]] = []  # (pattern, number type); phonenumbers types are ints
+        for attribute, number_type in _TYPE_ORDER:
+            pattern = _desc_pattern(getattr(metadata, attribute), length)
+            if pattern:
+                branches.append((pattern, number_type))
+        fixed = _desc_pattern(metadata.fixed_line, length)
+        mobile = _desc_pattern(metadata.mobile, length)
+        if fixed and metadata.same_mobile_and_fixed_line_pattern:
+            branches.append((fixed, PhoneNumberType.FIXED_LINE_OR_MOBILE))
+        elif fixed:
+            if mobile:
+                branches.append((rf"(?=(?:{mobile})\Z)(?:{fixed})", PhoneNumberType.FIXED_LINE_OR_MOBILE))
+            branches.append((fixed, PhoneNumberType.FIXED_LINE))
+        if mobile and not metadata.same_mobile_and_fixed_line_pattern:
+            branches.append((mobile, PhoneNumberType.MOBILE))
+        general = _desc_pattern(metadata.general_desc, length)
+        self._types = {f"t{i}": number_type for i, (_, number_type) in enumerate(branches)}
+        alternatives = "|".join(f"(?P<t{i}>{pattern})" for i, (pattern, _) in enumerate(branches))
+        self._regex = re.compile(rf"(?=(?:{general})\Z)(?:{alternatives})") if general and branches else None
+
+    def type_of(self, national_number: str) -> int:
+        match = self._regex.fullmatch(national_number) if self._regex else None
+        return self._types[match.lastgroup] if match and match.lastgroup else PhoneNumberType.UNKNOWN
+
+
+@dataclass(frozen=True)
+class _Route:
+    """How phonenumbers parsed one (sign, length, first digits) shape: the country code and the prefix it cut."""
+
+    prefix: str  # "+" and the country code
+    cut: int  # digits before the national number
+    regions: tuple[tuple[Any, _TypeMatcher], ...]  # (leading-digits regex or None, matcher), phonenumbers' order
+    refused: PhoneResult | None  # the length alone is refused (is_possible_number)
+    allow_landline: bool
+
+    def outcome(self, national: str) -> PhoneResult | None:
+        """The refusal for this national number, or None when it can be messaged."""
+        number_type = self.regions[0][1].type_of(national) if len(self.regions) == 1 else self._type_of(national)
+        if number_type == PhoneNumberType.UNKNOWN:
+            return _INVALID
+        if not self.allow_landline and number_type not in _MOBILE_TYPES:
+            return _NOT_MOBILE
+        return None
+
+    def _type_of(self, national: str) -> int:
+        """phonenumbers' `region_code_for_number` then `number_type`, over the country code's regions in order."""
+        for leading, matcher in self.regions:
+            if leading is not None:
+                if leading.match(national):
+                    return matcher.type_of(national)
+                continue
+            number_type = matcher.type_of(national)
+            if number_type != PhoneNumberType.UNKNOWN:
+                return number_type
+        return PhoneNumberType.UNKNOWN
+
+
+class PhoneClassifier:
+    """`normalize_phone` for one mailing (region, landline policy), fast on the shapes lists are made of."""
+
+    def __init__(self, region: str = "RU", *, allow_landline: bool = False) -> None:
+        self.region = region
+        self.allow_landline = allow_landline
+        self._routes: dict[tuple[str, int, str], _Route | None] = {}
+        self._matchers: dict[tuple[str, int], _TypeMatcher] = {}
+        self._depths: dict[tuple[str, int, str], int] = {}
+
+    def classify(self, raw: str) -> PhoneResult:
+        shape = _SIMPLE_SHAPE.fullmatch(raw)
+        if shape is None:
+            return normalize_phone(raw, self.region, allow_landline=self.allow_landline)
+        plus, digits = shape[1], shape[2].translate(_DROP_PUNCTUATION)
+        length = len(digits)
+        depth = self._depths.get((plus, length, digits[:_ROUTE_PREFIX]), _ROUTE_PREFIX)
+        key = (plus, length, digits[:depth])
+        if key not in self._routes:
+            return self._learn(raw, plus, digits, depth)
+        route = self._routes[key]
+        if route is None:
+            return normalize_phone(raw, self.region, allow_landline=self.allow_landline)
+        if route.refused is not None:
+            return route.refused
+        national = digits[route.cut :]
+        refused = route.outcome(national)
+        return refused if refused is not None else PhoneResult(route.prefix + national)
+
+    def _learn(self, raw: str, plus: str, digits: str, depth: int) -> PhoneResult:
+        """Classify with phonenumbers, and remember the route it took for numbers of this shape."""
+        result = normalize_phone(raw, self.region, allow_landline=self.allow_landline)
+        route = self._route(plus + digits, digits)
+        needed = route.cut + 2 if route else 0  # the cut and the national number's first digits
+        if needed > depth:  # e.g. `810` + a country code: remember routes by more digits for this prefix
+            self._depths[(plus, len(digits), digits[:_ROUTE_PREFIX])] = depth = needed
+        self._routes[(plus, len(digits), digits[:depth])] = route
+        return result
+
+    def _route(self, text: str, digits: str) -> _Route | None:
+        """The route phonenumbers took for this number, or None when it is not a plain cut of the digits."""
+        try:
+            number = phonenumbers.parse(text, self.region)
+        except NumberParseException:
+            return None
+        national = phonenumbers.national_significant_number(number)
+        regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(number.country_code or 0, ())
+        metadata: list[Any] = [phonenumbers.PhoneMetadata.metadata_for_region(r, None) for r in regions]
+        if not digits.endswith(national) or not regions or any(m is None for m in metadata):
+            return None  # a transformed prefix, an extension, a non-geographic code: leave it to phonenumbers
+        possible = phonenumbers.is_possible_number_with_reason(number)
+        refused = None
+        if possible != ValidationResult.IS_POSSIBLE:
+            refused = PhoneResult(None, _POSSIBLE_REASONS.get(possible, RejectReason.INVALID))
+        length = len(national)
+        leading = [re.compile(m.leading_digits) if m.leading_digits is not None else None for m in metadata]
+        matchers = [self._matcher(region, m, length) for region, m in zip(regions, metadata, strict=True)]
+        regions_in_order = tuple(zip(leading, matchers, strict=True))
+        return _Route(f"+{number.country_code}", len(digits) - length, regions_in_order, refused, self.allow_landline)
+
+    def _matcher(self, region: str, metadata: Any, length: int) -> _TypeMatcher:
+        matcher = self._matchers.get((region, length))
+        if matcher is None:
+            matcher = self._matchers[(region, length)] = _TypeMatcher(metadata, length)
+        return matcher
+
+
+_INVALID = PhoneResult(None, RejectReason.INVALID)
+_NOT_MOBILE = PhoneResult(None, RejectReason.NOT_MOBILE)

@@ -111,7 +111,11 @@ class MailingSpec(BaseModel):
     name: str = Field(min_length=1, max_length=180)
     recipients: Path | None = None
     numbers: list[str] | None = Field(default=None, min_length=1)
+    sheet: str | None = Field(default=None, min_length=1)  # a workbook's sheet by name; default the first
+    header: bool | None = None  # whether the file's first row is a header; default detected
+    phone_column: str | int | None = None  # header name or 1-based number; default detected, else column 1
     region: str = Field(default="RU", pattern=r"^[A-Z]{2}$")
+    keep_landlines: bool = False  # fixed-line numbers are refused as "not a mobile number" unless kept
     provider: str = "sandbox"
     late_reports: timedelta = timedelta(minutes=10)
     steps: list[Step] = Field(min_length=1, max_length=10)
@@ -122,6 +126,9 @@ class MailingSpec(BaseModel):
     def _one_source(self) -> Self:
         if (self.recipients is None) == (self.numbers is None):
             raise ValueError("give exactly one of `recipients` (a file) or `numbers` (a list)")
+        file_options = [name for name in ("sheet", "header", "phone_column") if getattr(self, name) is not None]
+        if self.numbers is not None and file_options:
+            raise ValueError(f"{', '.join(file_options)}: only for a `recipients` file, not a `numbers` list")
         return self
 
     def cascade(self) -> CascadePlan:

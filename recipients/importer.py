@@ -6,23 +6,48 @@ import csv
 import json
 import os
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from openpyxl import Workbook
+
 from domain.models import ImportReport, RejectedRow
-from domain.phones import RejectReason, normalize_phone
+from domain.phones import PhoneClassifier, RejectReason
 from domain.spec import MailingSpec
-from domain.template import MissingVariableError, render, variables_used
-from recipients.reader import RecipientsError, Table, read_file, read_manual
+from domain.template import variables_used
+from recipients.reader import Progress, RecipientsError, SourceOptions, Table, read_file, read_manual
 
 SAMPLE_SIZE = 20
+REJECTED_SUFFIXES = (".csv", ".xlsx")
+REJECTED_HEADER = ("row", "value", "reason")
+
+# Called for each valid recipient: (row number, E.164 number, the variables the texts use).
+ValidSink = Callable[[int, str, dict[str, str]], None]
 
 
-def open_source(spec: MailingSpec) -> Table:
+@dataclass(frozen=True)
+class ListRules:
+    """What decides whether a row can be sent: numbering region, landline policy, the texts' variables."""
+
+    region: str = "RU"
+    keep_landlines: bool = False
+    texts: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, spec: MailingSpec) -> ListRules:
+        return cls(spec.region, spec.keep_landlines, tuple(step.text for step in spec.steps))
+
+
+def open_source(spec: MailingSpec, progress: Progress | None = None) -> Table:
     """The spec's recipient source as a table, after checking that every variable the texts use exists."""
-    table = read_file(spec.recipients) if spec.recipients is not None else read_manual(spec.numbers or [])
+    if spec.recipients is None:
+        table = read_manual(spec.numbers or [])
+    else:
+        options = SourceOptions(sheet=spec.sheet, header=spec.header, phone_column=spec.phone_column)
+        table = read_file(spec.recipients, options, progress)
     for index, step in enumerate(spec.steps):
         missing = [
             name
@@ -38,6 +63,63 @@ def open_source(spec: MailingSpec) -> Table:
     return table
 
 
+def validate_rows(
+    table: Table,
+    rules: ListRules,
+    rejected_out: Callable[[int, str, str], None] | None = None,
+    valid_out: ValidSink | None = None,
+) -> ImportReport:
+    """Classify every row: valid (first of its number), invalid (with a reason) or a duplicate.
+
+    The loop is the hot path of a million-row import: the phone is classified by PhoneClassifier, a row's
+    variables are only looked at for the names the texts use, and a duplicate is found by the number as an int.
+    """
+    report = ImportReport()
+    reasons: Counter[RejectReason | None] = Counter()
+    classify = PhoneClassifier(rules.region, allow_landline=rules.keep_landlines).classify
+    used: dict[str, str | None] = {}
+    for text in rules.texts:  # a variable is required if any text uses it without a default
+        for name, default in variables_used(text).items():
+            if name not in used or default is None:
+                used[name] = default
+    columns = {name: table.column_of(name) for name in used if name in table.variable_names}
+    required = [(name, columns[name]) for name, default in used.items() if default is None]
+    first_row: dict[int, int] = {}  # E.164 digits → the row that has them
+    phone_index, sample = table.phone_index, report.rejected_sample
+
+    def reject(row: int, value: str, reason: str) -> None:
+        if rejected_out is not None:
+            rejected_out(row, value, reason)
+        if len(sample) < SAMPLE_SIZE:
+            sample.append(RejectedRow(row=row, value=value, reason=reason))
+
+    for row, cells in table.records:
+        report.rows += 1
+        phone = cells[phone_index] if phone_index < len(cells) else ""
+        e164, reason = classify(phone)
+        if e164 is None:
+            reasons[reason] += 1
+            reject(row, phone, str(reason))
+            continue
+        key = int(e164[1:])
+        if key in first_row:
+            report.duplicates += 1  # counted apart from invalid rows
+            reject(row, phone, f"duplicate of row {first_row[key]}")
+            continue
+        missing = next((name for name, i in required if i >= len(cells) or not cells[i].strip()), None)
+        if missing is not None:
+            reasons[RejectReason.MISSING_VARIABLE] += 1
+            reject(row, phone, f"{RejectReason.MISSING_VARIABLE}: {{{missing}}}")
+            continue
+        first_row[key] = row
+        report.valid += 1
+        if valid_out is not None:
+            valid_out(row, e164, {name: cells[i].strip() if i < len(cells) else "" for name, i in columns.items()})
+    report.invalid_by_reason = {str(reason): count for reason, count in reasons.items()}
+    report.invalid = sum(reasons.values())
+    return report
+
+
 def stored_list_path(data_dir: Path, mailing_id: str) -> Path:
     return data_dir / "mailings" / mailing_id / "recipients.jsonl"
 
@@ -45,48 +127,43 @@ def stored_list_path(data_dir: Path, mailing_id: str) -> Path:
 def import_recipients(spec: MailingSpec, data_dir: Path, mailing_id: str) -> ImportReport:
     """Write the valid, de-duplicated recipients (one JSON object a line) and the rejected rows (CSV).
 
+    Only the variables the texts use are stored: the rest of a row is personal data kaskad does not need.
     Files are written under a temporary name and renamed, so a retried import simply redoes the work.
     """
     table = open_source(spec)
     folder = stored_list_path(data_dir, mailing_id).parent
     folder.mkdir(parents=True, exist_ok=True)
     stored, rejected_file = folder / "recipients.jsonl", folder / "rejected.csv"
-    report = ImportReport(stored_list=stored, rejected_file=rejected_file)
-    reasons: Counter[str] = Counter()
-    seen: set[str] = set()
-    with _atomic(stored) as valid_out, _atomic(rejected_file) as rejected_out:
-        rejected = csv.writer(rejected_out)
-        rejected.writerow(["row", "value", "reason"])
+    with _atomic(stored) as valid_file, rejected_writer(rejected_file) as rejected_out:
 
-        def reject(row: int, value: str, reason: str) -> None:
-            rejected.writerow([row, value, reason])
-            if len(report.rejected_sample) < SAMPLE_SIZE:
-                report.rejected_sample.append(RejectedRow(row=row, value=value, reason=reason))
+        def store(row: int, phone: str, variables: dict[str, str]) -> None:
+            valid_file.write(json.dumps({"row": row, "phone": phone, "vars": variables}, ensure_ascii=False) + "\n")
 
-        for row in table.rows:
-            report.rows += 1
-            result = normalize_phone(row.phone, spec.region)
-            if result.e164 is None:
-                reasons[str(result.reason)] += 1
-                reject(row.number, row.phone, str(result.reason))
-                continue
-            if result.e164 in seen:
-                report.duplicates += 1  # counted apart from invalid rows
-                reject(row.number, row.phone, "duplicate")
-                continue
-            try:
-                for step in spec.steps:
-                    render(step.text, row.variables)
-            except MissingVariableError as exc:
-                reasons[str(RejectReason.MISSING_VARIABLE)] += 1
-                reject(row.number, row.phone, f"{RejectReason.MISSING_VARIABLE}: {{{exc.variable}}}")
-                continue
-            seen.add(result.e164)
-            report.valid += 1
-            valid_out.write(json.dumps({"row": row.number, "phone": result.e164, "vars": row.variables}) + "\n")
-    report.invalid_by_reason = dict(reasons)
-    report.invalid = sum(report.invalid_by_reason.values())
-    return report
+        report = validate_rows(table, ListRules.of(spec), rejected_out, store)
+    return report.model_copy(update={"stored_list": stored, "rejected_file": rejected_file})
+
+
+@contextmanager
+def rejected_writer(path: Path) -> Iterator[Callable[[int, str, str], None]]:
+    """A function that writes one rejected row (row, value, reason) to a .csv or .xlsx file, streamed."""
+    if path.suffix.lower() not in REJECTED_SUFFIXES:
+        raise RecipientsError(f"{path.name}: the rejected rows can be written to .csv or .xlsx")
+    if path.suffix.lower() == ".csv":
+        with _atomic(path) as file:
+            writer = csv.writer(file)
+            writer.writerow(REJECTED_HEADER)
+            yield lambda row, value, reason: writer.writerow((row, value, reason))
+        return
+    workbook = Workbook(write_only=True)
+    sheet = workbook.create_sheet("rejected")
+    sheet.append(REJECTED_HEADER)
+    yield lambda row, value, reason: sheet.append((row, value, reason))
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        workbook.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def read_stored(path: Path, start: int = 0) -> Iterator[tuple[int, str, dict[str, str]]]:

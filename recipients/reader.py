@@ -1,15 +1,20 @@
-"""Reading recipient rows from .csv / .txt files and manual lists."""
+"""Reading recipient rows from .csv / .txt / workbook files and manual lists, streaming with flat memory."""
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import re
-from collections.abc import Iterator
+import zipfile
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from python_calamine import CalamineError, CalamineWorkbook
+
+from recipients.xlsx import STREAM_ABOVE_BYTES, XlsxError, sheet_member, stream_rows
 
 MAX_FILE_BYTES = 128 * 1024 * 1024
 SUPPORTED_SUFFIXES = (".csv", ".txt", ".xlsx", ".xls", ".ods")
@@ -32,12 +37,29 @@ PHONE_HEADERS = frozenset(
         "тел.",
     }
 )
-_ENCODINGS = ("utf-8-sig", "cp1251")
 _MANUAL_SEPARATORS = re.compile(r"[,;\n]")
+_DETECT_CHUNK = 1024 * 1024
+_PROGRESS_EVERY = 10_000  # rows between progress reports
+
+Progress = Callable[[float], None]
+T = TypeVar("T")
+
+
+def _no_progress(_fraction: float) -> None:
+    pass
 
 
 class RecipientsError(ValueError):
     """A recipient source that cannot be used at all (the message says why)."""
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    """What the spec may declare about a file instead of letting it be detected."""
+
+    sheet: str | None = None  # a workbook's sheet by name; default the first
+    header: bool | None = None  # whether the first row is a header; default detected
+    phone_column: str | int | None = None  # a header name or a 1-based column number; default detected
 
 
 @dataclass(frozen=True)
@@ -51,78 +73,145 @@ class Row:
 
 @dataclass(frozen=True)
 class Table:
-    """A parsed source: column names (None when the file has no header) and its rows."""
+    """A parsed source: column names (None without a header), the phone column and the data records."""
 
     header: list[str] | None
     columns: int
-    rows: Iterator[Row]
+    phone_index: int
+    records: Iterator[tuple[int, list[str]]]  # (row number, cells) of each non-blank data row
 
     @property
     def variable_names(self) -> set[str]:
         """Names a text may use: header names (when there is a header) and column numbers `1`, `2`, …"""
         return set(self.header or ()) | {str(i) for i in range(1, self.columns + 1)}
 
+    def column_of(self, name: str) -> int:
+        """The 0-based column a variable name refers to (a header name wins over a column number)."""
+        if self.header and name in self.header:
+            return self.header.index(name)
+        return int(name) - 1
+
+    @property
+    def rows(self) -> Iterator[Row]:
+        """Rows with all their variables: by header name and by column number."""
+        for number, cells in self.records:
+            variables = {str(i): cell.strip() for i, cell in enumerate(cells, start=1)}
+            if self.header:
+                variables.update({name: cell.strip() for name, cell in zip(self.header, cells, strict=False)})
+            phone = cells[self.phone_index] if self.phone_index < len(cells) else ""
+            yield Row(number, phone, variables)
+
 
 def read_manual(numbers: list[str]) -> Table:
     """A manual list: entries may themselves hold several numbers separated by comma, semicolon, newline."""
     values = [part.strip() for entry in numbers for part in _MANUAL_SEPARATORS.split(entry)]
-    values = [v for v in values if v]
-    return Table(None, 1, (Row(i, v, {"1": v}) for i, v in enumerate(values, start=1)))
+    return Table(None, 1, 0, ((i, [v]) for i, v in enumerate((v for v in values if v), start=1)))
 
 
-def read_file(path: Path) -> Table:
-    """Read a .csv (delimiter `,` `;` or tab, detected), .txt (one number per line) or a workbook."""
-    if path.suffix.lower() not in SUPPORTED_SUFFIXES:
+def read_file(path: Path, options: SourceOptions = SourceOptions(), progress: Progress | None = None) -> Table:
+    """Read a .csv (delimiter `,` `;` or tab, detected), .txt (one number per line) or a workbook.
+
+    Rows are streamed: nothing but the current row (and, for .xlsx, the shared strings) is held in memory.
+    `progress` is called now and then with the fraction of the file read.
+    """
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
         raise RecipientsError(f"{path.name}: unsupported file type; use {', '.join(SUPPORTED_SUFFIXES)}")
     size = path.stat().st_size
     if size > MAX_FILE_BYTES:
         raise RecipientsError(f"{path.name}: {size} bytes is over the 128 MB limit")
     if size == 0:
         raise RecipientsError(f"{path.name}: the file is empty")
-    if path.suffix.lower() in EXCEL_SUFFIXES:
-        return _read_excel(path)
-    text = _decode(path)
-    if path.suffix.lower() == ".txt":
-        return Table(
-            None, 1, (Row(i, line, {"1": line}) for i, line in enumerate(text.splitlines(), 1) if line.strip())
-        )
-    return _read_csv(text)
+    if options.sheet is not None and suffix not in EXCEL_SUFFIXES:
+        raise RecipientsError(f"sheet: {path.name} is not a workbook")
+    progress = progress or _no_progress
+    if suffix in EXCEL_SUFFIXES:
+        return _table(_read_excel(path, options.sheet, progress), options)
+    encoding = detect_encoding(path)
+    if suffix == ".txt":
+        lines = ((i, [line.rstrip("\r\n")]) for i, line in enumerate(_text_lines(path, encoding, progress), 1))
+        return Table(None, 1, 0, ((i, cells) for i, cells in lines if cells[0].strip()))
+    return _table(_read_csv(path, encoding, progress), options)
 
 
-def _decode(path: Path) -> str:
-    data = path.read_bytes()
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # Excel's "Unicode text" export
-        return data.decode("utf-16")
-    for encoding in _ENCODINGS:
+def detect_encoding(path: Path) -> str:
+    """UTF-16 or UTF-8 by their BOM, else UTF-8 if the whole file decodes, else Windows-1251 (Russian Excel)."""
+    with path.open("rb") as file:
+        head = file.read(3)
+        if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # Excel's "Unicode text" export
+            return "utf-16"
+        if head.startswith(codecs.BOM_UTF8):
+            return "utf-8-sig"
+        file.seek(0)
+        decoder = codecs.getincrementaldecoder("utf-8")()
         try:
-            return data.decode(encoding)
+            while chunk := file.read(_DETECT_CHUNK):
+                decoder.decode(chunk)
+            decoder.decode(b"", final=True)
+            return "utf-8"
         except UnicodeDecodeError:
-            continue
-    raise RecipientsError(f"{path.name}: cannot decode the text (tried UTF-8 and Windows-1251)")
+            pass
+        file.seek(0)
+        while chunk := file.read(_DETECT_CHUNK):
+            if b"\x98" in chunk:  # the one byte Windows-1251 leaves undefined
+                raise RecipientsError(f"{path.name}: cannot decode the text (tried UTF-8 and Windows-1251)")
+    return "cp1251"
 
 
-def _read_csv(text: str) -> Table:
-    first_line = next((line for line in text.splitlines() if line.strip()), "")
-    delimiter = max((",", ";", "\t"), key=first_line.count)
-    return _table(_csv_records(csv.reader(io.StringIO(text), delimiter=delimiter)))
+def _text_lines(path: Path, encoding: str, progress: Progress) -> Iterator[str]:
+    """The file's lines, decoded, reporting progress by bytes read."""
+    size = path.stat().st_size
+    with path.open("rb") as raw, io.TextIOWrapper(raw, encoding=encoding, newline="") as text:
+        for count, line in enumerate(text, start=1):
+            if count % _PROGRESS_EVERY == 0:
+                progress(raw.tell() / size)
+            yield line
+    progress(1.0)
 
 
-def _csv_records(reader: Iterator[list[str]]) -> Iterator[list[str]]:
-    """CSV rows; a malformed file (e.g. an unclosed quote) becomes a RecipientsError naming the line."""
+def _read_csv(path: Path, encoding: str, progress: Progress) -> Iterator[tuple[int, list[str]]]:
+    lines = _text_lines(path, encoding, progress)
+    first_lines: list[str] = []
+    for line in lines:  # the delimiter is the most frequent of `,` `;` tab in the first non-blank line
+        first_lines.append(line)
+        if line.strip():
+            break
+    delimiter = max((",", ";", "\t"), key=(first_lines or [""])[-1].count)
+    reader = csv.reader(_chain(first_lines, lines), delimiter=delimiter)
     try:
-        yield from reader
+        yield from enumerate(reader, start=1)
     except csv.Error as exc:
-        line = getattr(reader, "line_num", "?")
-        raise RecipientsError(f"malformed CSV near line {line}: {exc}") from exc
+        raise RecipientsError(f"malformed CSV near line {reader.line_num}: {exc}") from exc
 
 
-def _read_excel(path: Path) -> Table:
-    """The first sheet of an .xlsx / .xls / .ods workbook, read by calamine (streaming, row by row)."""
+def _read_excel(path: Path, sheet: str | None, progress: Progress) -> Iterator[tuple[int, list[str]]]:
+    """A workbook's sheet: large .xlsx sheets streamed (recipients.xlsx), the rest read by calamine."""
     try:
-        sheet = CalamineWorkbook.from_path(str(path)).get_sheet_by_index(0)
-    except CalamineError as exc:
+        workbook = CalamineWorkbook.from_path(str(path))
+        if sheet is not None and sheet not in workbook.sheet_names:
+            workbook.close()
+            names = ", ".join(workbook.sheet_names)
+            raise RecipientsError(f"sheet: {path.name} has no sheet named {sheet!r} (sheets: {names})")
+        if path.suffix.lower() == ".xlsx" and _sheet_size(path, sheet) > STREAM_ABOVE_BYTES:
+            workbook.close()
+            yield from stream_rows(path, sheet, progress)
+            return
+        table = workbook.get_sheet_by_name(sheet) if sheet is not None else workbook.get_sheet_by_index(0)
+    except (CalamineError, XlsxError, zipfile.BadZipFile, KeyError) as exc:
         raise RecipientsError(f"{path.name}: not a readable workbook: {exc}") from exc
-    return _table([_cell_text(cell) for cell in row] for row in sheet.iter_rows())
+    first_row, first_column = table.start or (0, 0)  # calamine drops empty leading rows and columns
+    padding = [""] * first_column
+    for index, row in enumerate(table.iter_rows()):
+        if index % _PROGRESS_EVERY == 0:
+            progress(index / max(table.height, 1))
+        yield first_row + index + 1, padding + [_cell_text(cell) for cell in row]
+    progress(1.0)
+
+
+def _sheet_size(path: Path, sheet: str | None) -> int:
+    """Uncompressed bytes of the sheet's XML: what calamine would hold in memory, give or take."""
+    with zipfile.ZipFile(path) as archive:
+        return sheet_member(archive, sheet).file_size
 
 
 def _cell_text(cell: object) -> str:
@@ -132,36 +221,42 @@ def _cell_text(cell: object) -> str:
     return "" if cell is None else str(cell)
 
 
-def _table(records: Iterator[list[str]]) -> Table:
-    """Rows with a detected header and phone column (a phone-like header name, else the first column)."""
-    blank_lines = 0
-    for first in records:
-        if any(cell.strip() for cell in first):
-            break
-        blank_lines += 1
-    else:
+def _is_blank(cells: list[str]) -> bool:
+    return not any(cell.strip() for cell in cells)
+
+
+def _table(records: Iterator[tuple[int, list[str]]], options: SourceOptions) -> Table:
+    """The header (declared or detected), the phone column (declared, by header name, else the first)."""
+    first = next(((number, cells) for number, cells in records if not _is_blank(cells)), None)
+    if first is None:
         raise RecipientsError("the file has no rows")
-    names = [cell.strip() for cell in first]
-    phone_column = next((i for i, name in enumerate(names) if name.lower() in PHONE_HEADERS), None)
-    has_header = phone_column is not None or not any(ch.isdigit() for ch in (names or [""])[0])
+    names = [cell.strip() for cell in first[1]]
+    detected = next((i for i, name in enumerate(names) if name.lower() in PHONE_HEADERS), None)
+    has_header = options.header
+    if has_header is None:
+        declared_name = isinstance(options.phone_column, str)
+        has_header = declared_name or detected is not None or not any(ch.isdigit() for ch in names[0])
     header = names if has_header else None
-    phone_column = phone_column or 0
-
-    def rows() -> Iterator[Row]:
-        start = blank_lines + (2 if has_header else 1)
-        body = records if has_header else _chain_first(first, records)
-        for number, cells in enumerate(body, start=start):
-            if not any(cell.strip() for cell in cells):
-                continue
-            variables = {str(i): cell.strip() for i, cell in enumerate(cells, start=1)}
-            if header:
-                variables.update({name: cell.strip() for name, cell in zip(header, cells, strict=False)})
-            phone = cells[phone_column] if phone_column < len(cells) else ""
-            yield Row(number, phone, variables)
-
-    return Table(header, len(first), rows())
+    phone_index = _phone_index(options.phone_column, header, len(names), detected if has_header else None)
+    body = records if has_header else _chain([first], records)
+    return Table(header, len(names), phone_index, ((n, cells) for n, cells in body if not _is_blank(cells)))
 
 
-def _chain_first(first: list[str], rest: Iterator[list[str]]) -> Iterator[list[str]]:
-    yield first
+def _phone_index(declared: str | int | None, header: list[str] | None, columns: int, detected: int | None) -> int:
+    if declared is None:
+        return detected or 0
+    if isinstance(declared, int):
+        if not 1 <= declared <= columns:
+            raise RecipientsError(f"phone_column: column {declared} does not exist (the file has {columns})")
+        return declared - 1
+    if header is None:
+        raise RecipientsError(f"phone_column: {declared!r} is a column name, but the file has no header row")
+    lowered = [name.lower() for name in header]
+    if declared.lower() not in lowered:
+        raise RecipientsError(f"phone_column: no column named {declared!r} (columns: {', '.join(header)})")
+    return lowered.index(declared.lower())
+
+
+def _chain(first: Iterable[T], rest: Iterator[T]) -> Iterator[T]:
+    yield from first
     yield from rest

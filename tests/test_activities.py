@@ -17,10 +17,11 @@ from temporalio.testing import ActivityEnvironment
 from activities.dispatch import DispatchActivities
 from domain.models import DispatchRequest, SendRequest
 from domain.refs import recipient_workflow_id
-from domain.spec import CascadePlan, Step
+from domain.spec import CascadePlan, Step, load_spec
 from domain.status import Channel
 from providers.sandbox import SandboxAdapter
 from runtime.devstack import Stack
+from starter import start_mailing
 from tests.test_e2e import cli, write_spec
 
 pytestmark = pytest.mark.e2e
@@ -91,10 +92,20 @@ async def test_a_retried_send_is_one_message_at_the_provider(stack: Stack) -> No
     assert len(listed) == 1 and listed[0]["requests"] == 2
 
 
-async def test_a_mailing_without_a_valid_number_is_aborted_with_the_reason(stack: Stack, tmp_path: Path) -> None:
+async def test_start_refuses_a_list_without_a_valid_number_before_launching(stack: Stack, tmp_path: Path) -> None:
     spec = write_spec(tmp_path, "delivered", ["12345", "not a phone"])
-    code, out, _ = await cli(stack.settings, "start", str(spec), "--wait", "--json")
-    summary = json.loads(out)
-    assert code == 1
-    assert summary["status"] == "aborted" and summary["error"] == "the recipients hold no valid number"
-    assert summary["recipients"] == {"total": 2, "valid": 0, "invalid": 2, "duplicates": 0}
+    code, out, err = await cli(stack.settings, "start", str(spec), "--wait", "--json")
+    assert code == 1 and out == ""
+    assert "2 rows: 0 valid, 2 invalid, 0 duplicates" in err
+    assert "error: the recipients hold no valid number; nothing was started" in err
+
+
+async def test_a_mailing_started_without_a_valid_number_is_aborted_with_the_reason(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """Another client may skip the CLI's check: the mailing workflow refuses too."""
+    spec = load_spec(write_spec(tmp_path, "delivered", ["12345", "not a phone"]))
+    handle = await start_mailing(stack.client, stack.settings, spec, f"empty-{uuid.uuid4().hex[:6]}")
+    summary = await handle.result()
+    assert summary.status == "aborted" and summary.error == "the recipients hold no valid number"
+    assert summary.recipients == {"total": 2, "valid": 0, "invalid": 2, "duplicates": 0}

@@ -34,7 +34,7 @@ def test_validate_json_counts_and_writes_no_stack_state(tmp_path: Path) -> None:
     report = json.loads(result.stdout)
     assert (report["rows"], report["valid"], report["invalid"], report["duplicates"]) == (3, 1, 1, 1)
     assert report["invalid_by_reason"] == {"too short": 1}
-    assert [(r["row"], r["reason"]) for r in report["rejected_sample"]] == [(3, "too short"), (4, "duplicate")]
+    assert [(r["row"], r["reason"]) for r in report["rejected_sample"]] == [(3, "too short"), (4, "duplicate of row 2")]
 
 
 def test_validate_names_a_missing_variable(tmp_path: Path) -> None:

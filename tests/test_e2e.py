@@ -151,10 +151,11 @@ async def test_invalid_numbers_are_reported_with_row_and_reason(stack: Stack, tm
     assert summary["invalid_by_reason"] == {"too short": 1, "not a number": 1}
     assert [(r["row"], r["reason"]) for r in summary["rejected_sample"]] == [
         (3, "too short"),
-        (4, "duplicate"),
+        (4, "duplicate of row 1"),
         (5, "not a number"),
     ]
     assert summary["outcomes"]["delivered"] == 2
+    assert "5 rows: 2 valid, 2 invalid, 1 duplicates" in err  # printed before the launch
 
 
 async def test_the_mailing_query_reports_progress_while_running(stack: Stack, tmp_path: Path) -> None:

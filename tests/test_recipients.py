@@ -239,7 +239,7 @@ def test_rejected_file_lists_row_value_and_reason(tmp_path: Path, mixed_list: Pa
     assert report.rejected_file is not None
     expected = [
         ["3", "abc", "not a number"],
-        ["4", "8 (999) 000-22-33", "duplicate"],
+        ["4", "8 (999) 000-22-33", "duplicate of row 2"],
         ["6", "", "empty"],
         ["7", "+7 495 123-45-67", "not a mobile number"],
         ["8", "79990002244", "missing variable value: {name}"],
@@ -249,11 +249,13 @@ def test_rejected_file_lists_row_value_and_reason(tmp_path: Path, mixed_list: Pa
     assert report.rejected_sample == [RejectedRow(row=int(r), value=v, reason=why) for r, v, why in expected]
 
 
-def test_stored_list_keeps_the_first_of_duplicates(tmp_path: Path, mixed_list: Path) -> None:
+def test_stored_list_keeps_the_first_of_duplicates_and_only_the_variables_used(
+    tmp_path: Path, mixed_list: Path
+) -> None:
     report = import_recipients(file_spec(mixed_list, "Hi {name}, code {code|none}"), tmp_path / "data", "spring")
     assert report.stored_list is not None
-    anna = {"1": "+7 999 000-22-33", "2": "Anna", "3": "A1", "phone": "+7 999 000-22-33", "name": "Anna", "code": "A1"}
-    vera = {"1": "79990002255", "2": "Vera", "3": "", "phone": "79990002255", "name": "Vera", "code": ""}
+    anna = {"name": "Anna", "code": "A1"}
+    vera = {"name": "Vera", "code": ""}
     assert list(read_stored(report.stored_list)) == [(0, "+79990002233", anna), (1, "+79990002255", vera)]
     assert list(read_stored(report.stored_list, start=1)) == [(1, "+79990002255", vera)]
     assert list(read_stored(report.stored_list, start=2)) == []
@@ -323,7 +325,7 @@ def test_import_manual_numbers(tmp_path: Path) -> None:
     ]
     assert report.rejected_file is not None
     assert read_rejected(report.rejected_file)[1:] == [
-        ["2", "8 999 000-22-33", "duplicate"],
+        ["2", "8 999 000-22-33", "duplicate of row 1"],
         ["3", "abc", "not a number"],
     ]
 
