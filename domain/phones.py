@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, NamedTuple
 
 import phonenumbers
-from phonenumbers import NumberParseException, PhoneNumberType, ValidationResult
+from phonenumbers import NumberParseException, PhoneNumber, PhoneNumberType, ValidationResult
 
 
 class RejectReason(StrEnum):
@@ -62,10 +63,18 @@ def normalize_phone(raw: str, region: str = "RU", *, allow_landline: bool = Fals
         return PhoneResult(None, RejectReason.EMPTY)
     if _SCIENTIFIC.match(text):
         return PhoneResult(None, RejectReason.PRECISION_LOST)
+    number = _parse(text, region)
+    return number if isinstance(number, PhoneResult) else _judge(number, allow_landline)
+
+
+def _parse(text: str, region: str) -> PhoneNumber | PhoneResult:
     try:
-        number = phonenumbers.parse(text, region)
+        return phonenumbers.parse(text, region)
     except NumberParseException as exc:
         return PhoneResult(None, _PARSE_REASONS.get(exc.error_type, RejectReason.NOT_A_NUMBER))
+
+
+def _judge(number: PhoneNumber, allow_landline: bool) -> PhoneResult:
     possible = phonenumbers.is_possible_number_with_reason(number)
     if possible != ValidationResult.IS_POSSIBLE:
         return PhoneResult(None, _POSSIBLE_REASONS.get(possible, RejectReason.INVALID))
@@ -94,6 +103,7 @@ def normalize_phone(raw: str, region: str = "RU", *, allow_landline: bool = Fals
 _SIMPLE_SHAPE = re.compile(r"\s*'*\s*(\+?)([\d \-().]+?)\s*")
 _DROP_PUNCTUATION = str.maketrans("", "", "+ -().")
 _ROUTE_PREFIX = 4
+_OTHERS_REMEMBERED = 10_000
 _TYPE_ORDER = (
     ("premium_rate", PhoneNumberType.PREMIUM_RATE),
     ("toll_free", PhoneNumberType.TOLL_FREE),
@@ -150,13 +160,16 @@ class _Route:
 
     prefix: str  # "+" and the country code
     cut: int  # digits before the national number
-    regions: tuple[tuple[Any, _TypeMatcher], ...]  # (leading-digits regex or None, matcher), phonenumbers' order
+    regions: tuple[tuple[Any, str], ...]  # (leading-digits regex or None, region), in phonenumbers' order
     refused: PhoneResult | None  # the length alone is refused (is_possible_number)
     allow_landline: bool
 
     def outcome(self, national: str) -> PhoneResult | None:
         """The refusal for this national number, or None when it can be messaged."""
-        number_type = self.regions[0][1].type_of(national) if len(self.regions) == 1 else self._type_of(national)
+        if len(self.regions) == 1:
+            number_type = _type_matcher(self.regions[0][1], len(national)).type_of(national)
+        else:
+            number_type = self._type_of(national)
         if number_type == PhoneNumberType.UNKNOWN:
             return _INVALID
         if not self.allow_landline and number_type not in _MOBILE_TYPES:
@@ -165,12 +178,12 @@ class _Route:
 
     def _type_of(self, national: str) -> int:
         """phonenumbers' `region_code_for_number` then `number_type`, over the country code's regions in order."""
-        for leading, matcher in self.regions:
+        for leading, region in self.regions:  # matchers compiled lazily: +1 alone has 25 regions
             if leading is not None:
                 if leading.match(national):
-                    return matcher.type_of(national)
+                    return _type_matcher(region, len(national)).type_of(national)
                 continue
-            number_type = matcher.type_of(national)
+            number_type = _type_matcher(region, len(national)).type_of(national)
             if number_type != PhoneNumberType.UNKNOWN:
                 return number_type
         return PhoneNumberType.UNKNOWN
@@ -183,13 +196,18 @@ class PhoneClassifier:
         self.region = region
         self.allow_landline = allow_landline
         self._routes: dict[tuple[str, int, str], _Route | None] = {}
-        self._matchers: dict[tuple[str, int], _TypeMatcher] = {}
         self._depths: dict[tuple[str, int, str], int] = {}
+        self._others: dict[str, PhoneResult] = {}
 
     def classify(self, raw: str) -> PhoneResult:
         shape = _SIMPLE_SHAPE.fullmatch(raw)
-        if shape is None:
-            return normalize_phone(raw, self.region, allow_landline=self.allow_landline)
+        if shape is None:  # text, extensions, `tel:`…: phonenumbers, remembered (lists repeat "n/a", "нет")
+            result = self._others.get(raw)
+            if result is None:
+                result = normalize_phone(raw, self.region, allow_landline=self.allow_landline)
+                if len(self._others) < _OTHERS_REMEMBERED:
+                    self._others[raw] = result
+            return result
         plus, digits = shape[1], shape[2].translate(_DROP_PUNCTUATION)
         length = len(digits)
         depth = self._depths.get((plus, length, digits[:_ROUTE_PREFIX]), _ROUTE_PREFIX)
@@ -207,20 +225,21 @@ class PhoneClassifier:
 
     def _learn(self, raw: str, plus: str, digits: str, depth: int) -> PhoneResult:
         """Classify with phonenumbers, and remember the route it took for numbers of this shape."""
-        result = normalize_phone(raw, self.region, allow_landline=self.allow_landline)
-        route = self._route(plus + digits, digits)
+        number = _parse(plus + digits, self.region)  # for this shape, the same as parsing `raw`
+        if isinstance(number, PhoneResult):
+            route = None
+            result = normalize_phone(raw, self.region, allow_landline=self.allow_landline)
+        else:
+            route = self._route(number, digits)
+            result = _judge(number, self.allow_landline)
         needed = route.cut + 2 if route else 0  # the cut and the national number's first digits
         if needed > depth:  # e.g. `810` + a country code: remember routes by more digits for this prefix
             self._depths[(plus, len(digits), digits[:_ROUTE_PREFIX])] = depth = needed
         self._routes[(plus, len(digits), digits[:depth])] = route
         return result
 
-    def _route(self, text: str, digits: str) -> _Route | None:
+    def _route(self, number: PhoneNumber, digits: str) -> _Route | None:
         """The route phonenumbers took for this number, or None when it is not a plain cut of the digits."""
-        try:
-            number = phonenumbers.parse(text, self.region)
-        except NumberParseException:
-            return None
         national = phonenumbers.national_significant_number(number)
         regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(number.country_code or 0, ())
         metadata: list[Any] = [phonenumbers.PhoneMetadata.metadata_for_region(r, None) for r in regions]
@@ -232,15 +251,14 @@ class PhoneClassifier:
             refused = PhoneResult(None, _POSSIBLE_REASONS.get(possible, RejectReason.INVALID))
         length = len(national)
         leading = [re.compile(m.leading_digits) if m.leading_digits is not None else None for m in metadata]
-        matchers = [self._matcher(region, m, length) for region, m in zip(regions, metadata, strict=True)]
-        regions_in_order = tuple(zip(leading, matchers, strict=True))
+        regions_in_order = tuple(zip(leading, regions, strict=True))
         return _Route(f"+{number.country_code}", len(digits) - length, regions_in_order, refused, self.allow_landline)
 
-    def _matcher(self, region: str, metadata: Any, length: int) -> _TypeMatcher:
-        matcher = self._matchers.get((region, length))
-        if matcher is None:
-            matcher = self._matchers[(region, length)] = _TypeMatcher(metadata, length)
-        return matcher
+
+@functools.cache
+def _type_matcher(region: str, length: int) -> _TypeMatcher:
+    """Compiled once per process: the alternations are large, and every mailing of a region needs the same."""
+    return _TypeMatcher(phonenumbers.PhoneMetadata.metadata_for_region(region, None), length)
 
 
 _INVALID = PhoneResult(None, RejectReason.INVALID)

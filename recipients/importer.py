@@ -74,8 +74,8 @@ def validate_rows(
     The loop is the hot path of a million-row import: the phone is classified by PhoneClassifier, a row's
     variables are only looked at for the names the texts use, and a duplicate is found by the number as an int.
     """
-    report = ImportReport()
     reasons: Counter[RejectReason | None] = Counter()
+    sample: list[RejectedRow] = []
     classify = PhoneClassifier(rules.region, allow_landline=rules.keep_landlines).classify
     used: dict[str, str | None] = {}
     for text in rules.texts:  # a variable is required if any text uses it without a default
@@ -85,7 +85,8 @@ def validate_rows(
     columns = {name: table.column_of(name) for name in used if name in table.variable_names}
     required = [(name, columns[name]) for name, default in used.items() if default is None]
     first_row: dict[int, int] = {}  # E.164 digits → the row that has them
-    phone_index, sample = table.phone_index, report.rejected_sample
+    rows = duplicates = 0
+    phone_index = table.phone_index
 
     def reject(row: int, value: str, reason: str) -> None:
         if rejected_out is not None:
@@ -94,7 +95,7 @@ def validate_rows(
             sample.append(RejectedRow(row=row, value=value, reason=reason))
 
     for row, cells in table.records:
-        report.rows += 1
+        rows += 1
         phone = cells[phone_index] if phone_index < len(cells) else ""
         e164, reason = classify(phone)
         if e164 is None:
@@ -103,21 +104,26 @@ def validate_rows(
             continue
         key = int(e164[1:])
         if key in first_row:
-            report.duplicates += 1  # counted apart from invalid rows
+            duplicates += 1  # counted apart from invalid rows
             reject(row, phone, f"duplicate of row {first_row[key]}")
             continue
-        missing = next((name for name, i in required if i >= len(cells) or not cells[i].strip()), None)
-        if missing is not None:
-            reasons[RejectReason.MISSING_VARIABLE] += 1
-            reject(row, phone, f"{RejectReason.MISSING_VARIABLE}: {{{missing}}}")
-            continue
+        if required:
+            missing = next((name for name, i in required if i >= len(cells) or not cells[i].strip()), None)
+            if missing is not None:
+                reasons[RejectReason.MISSING_VARIABLE] += 1
+                reject(row, phone, f"{RejectReason.MISSING_VARIABLE}: {{{missing}}}")
+                continue
         first_row[key] = row
-        report.valid += 1
         if valid_out is not None:
             valid_out(row, e164, {name: cells[i].strip() if i < len(cells) else "" for name, i in columns.items()})
-    report.invalid_by_reason = {str(reason): count for reason, count in reasons.items()}
-    report.invalid = sum(reasons.values())
-    return report
+    return ImportReport(
+        rows=rows,
+        valid=len(first_row),
+        invalid=sum(reasons.values()),
+        duplicates=duplicates,
+        invalid_by_reason={str(reason): count for reason, count in reasons.items()},
+        rejected_sample=sample,
+    )
 
 
 def stored_list_path(data_dir: Path, mailing_id: str) -> Path:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import itertools
 import re
 import zipfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 from python_calamine import CalamineError, CalamineWorkbook
 
@@ -42,7 +42,6 @@ _DETECT_CHUNK = 1024 * 1024
 _PROGRESS_EVERY = 10_000  # rows between progress reports
 
 Progress = Callable[[float], None]
-T = TypeVar("T")
 
 
 def _no_progress(_fraction: float) -> None:
@@ -170,18 +169,23 @@ def _text_lines(path: Path, encoding: str, progress: Progress) -> Iterator[str]:
 
 
 def _read_csv(path: Path, encoding: str, progress: Progress) -> Iterator[tuple[int, list[str]]]:
-    lines = _text_lines(path, encoding, progress)
-    first_lines: list[str] = []
-    for line in lines:  # the delimiter is the most frequent of `,` `;` tab in the first non-blank line
-        first_lines.append(line)
-        if line.strip():
-            break
-    delimiter = max((",", ";", "\t"), key=(first_lines or [""])[-1].count)
-    reader = csv.reader(_chain(first_lines, lines), delimiter=delimiter)
-    try:
-        yield from enumerate(reader, start=1)
-    except csv.Error as exc:
-        raise RecipientsError(f"malformed CSV near line {reader.line_num}: {exc}") from exc
+    size = path.stat().st_size
+    with path.open("rb") as raw, io.TextIOWrapper(raw, encoding=encoding, newline="") as text:
+        first_lines: list[str] = []
+        for line in text:  # the delimiter is the most frequent of `,` `;` tab in the first non-blank line
+            first_lines.append(line)
+            if line.strip():
+                break
+        delimiter = max((",", ";", "\t"), key=(first_lines or [""])[-1].count)
+        reader = csv.reader(itertools.chain(first_lines, text), delimiter=delimiter)
+        try:
+            for number, cells in enumerate(reader, start=1):
+                if number % _PROGRESS_EVERY == 0:
+                    progress(raw.tell() / size)
+                yield number, cells
+        except csv.Error as exc:
+            raise RecipientsError(f"malformed CSV near line {reader.line_num}: {exc}") from exc
+    progress(1.0)
 
 
 def _read_excel(path: Path, sheet: str | None, progress: Progress) -> Iterator[tuple[int, list[str]]]:
@@ -199,12 +203,12 @@ def _read_excel(path: Path, sheet: str | None, progress: Progress) -> Iterator[t
         table = workbook.get_sheet_by_name(sheet) if sheet is not None else workbook.get_sheet_by_index(0)
     except (CalamineError, XlsxError, zipfile.BadZipFile, KeyError) as exc:
         raise RecipientsError(f"{path.name}: not a readable workbook: {exc}") from exc
-    first_row, first_column = table.start or (0, 0)  # calamine drops empty leading rows and columns
-    padding = [""] * first_column
+    first_row, first_column = table.start or (0, 0)
+    padding = [""] * first_column  # iter_rows starts at the sheet's first row, but at its first used column
     for index, row in enumerate(table.iter_rows()):
         if index % _PROGRESS_EVERY == 0:
-            progress(index / max(table.height, 1))
-        yield first_row + index + 1, padding + [_cell_text(cell) for cell in row]
+            progress(index / max(first_row + table.height, 1))
+        yield index + 1, padding + [_cell_text(cell) for cell in row]
     progress(1.0)
 
 
@@ -222,7 +226,7 @@ def _cell_text(cell: object) -> str:
 
 
 def _is_blank(cells: list[str]) -> bool:
-    return not any(cell.strip() for cell in cells)
+    return not "".join(cells).strip()
 
 
 def _table(records: Iterator[tuple[int, list[str]]], options: SourceOptions) -> Table:
@@ -238,8 +242,8 @@ def _table(records: Iterator[tuple[int, list[str]]], options: SourceOptions) -> 
         has_header = declared_name or detected is not None or not any(ch.isdigit() for ch in names[0])
     header = names if has_header else None
     phone_index = _phone_index(options.phone_column, header, len(names), detected if has_header else None)
-    body = records if has_header else _chain([first], records)
-    return Table(header, len(names), phone_index, ((n, cells) for n, cells in body if not _is_blank(cells)))
+    body = records if has_header else itertools.chain([first], records)
+    return Table(header, len(names), phone_index, ((n, cells) for n, cells in body if "".join(cells).strip()))
 
 
 def _phone_index(declared: str | int | None, header: list[str] | None, columns: int, detected: int | None) -> int:
@@ -255,8 +259,3 @@ def _phone_index(declared: str | int | None, header: list[str] | None, columns: 
     if declared.lower() not in lowered:
         raise RecipientsError(f"phone_column: no column named {declared!r} (columns: {', '.join(header)})")
     return lowered.index(declared.lower())
-
-
-def _chain(first: Iterable[T], rest: Iterator[T]) -> Iterator[T]:
-    yield from first
-    yield from rest

@@ -54,3 +54,56 @@ def test_preview_renders_and_counts_sms_parts(tmp_path: Path) -> None:
 
     invalid_row = run("preview", str(spec), "--row", "2")
     assert "recipient: row 2, 'not a phone' — invalid: not a number" in invalid_row.stdout
+
+
+def test_validate_a_bare_file_writes_the_rejected_rows_to_xlsx(tmp_path: Path) -> None:
+    import openpyxl
+
+    path = tmp_path / "list.csv"
+    path.write_text("телефон\n+79990000001\n12345\n8 495 123-45-67\n8 999 000-00-01\n", encoding="utf-8")
+    rejected = tmp_path / "rejected.xlsx"
+    result = run("validate", str(path), "--rejected", str(rejected))
+    assert result.returncode == 0, result.stderr
+    assert "4 rows: 1 valid, 2 invalid, 1 duplicates" in result.stdout
+    assert "  invalid, not a mobile number: 1" in result.stdout
+    sheet = openpyxl.load_workbook(rejected).active
+    assert sheet is not None
+    assert [list(row) for row in sheet.iter_rows(values_only=True)] == [
+        ["row", "value", "reason"],
+        [3, "12345", "too short"],
+        [4, "8 495 123-45-67", "not a mobile number"],
+        [5, "8 999 000-00-01", "duplicate of row 2"],
+    ]
+
+    kept = run("validate", str(path), "--keep-landlines", "--json")
+    assert json.loads(kept.stdout)["valid"] == 2
+
+
+def test_validate_writes_the_rejected_rows_to_csv_and_refuses_other_formats(tmp_path: Path) -> None:
+    spec = spec_with(tmp_path, "phone\nhello\n+79990000001\n", "Hi")
+    assert run("validate", str(spec), "--rejected", str(tmp_path / "out.csv")).returncode == 0
+    assert (tmp_path / "out.csv").read_text(encoding="utf-8").splitlines() == [
+        "row,value,reason",
+        "2,hello,not a number",
+    ]
+    refused = run("validate", str(spec), "--rejected", str(tmp_path / "out.txt"))
+    assert refused.returncode == 1
+    assert "error: out.txt: the rejected rows can be written to .csv or .xlsx" in refused.stderr
+
+
+def test_validate_shows_a_progress_bar_when_asked(tmp_path: Path) -> None:
+    path = tmp_path / "list.csv"
+    path.write_text("".join(f"+7999{i:07d}\n" for i in range(30_000)), encoding="utf-8")
+    result = run("validate", str(path), "--progress")
+    assert result.returncode == 0, result.stderr
+    assert "reading [" in result.stderr and "100%" in result.stderr
+    assert "30000 rows: 30000 valid" in result.stdout
+    assert "reading [" not in run("validate", str(path)).stderr  # not a terminal: no bar by default
+
+
+def test_validate_a_list_without_a_valid_number_fails(tmp_path: Path) -> None:
+    path = tmp_path / "list.txt"
+    path.write_text("12345\nhello\n", encoding="utf-8")
+    result = run("validate", str(path))
+    assert result.returncode == 1
+    assert "2 rows: 0 valid, 2 invalid" in result.stdout

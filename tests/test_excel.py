@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import openpyxl
 import pytest
@@ -86,3 +88,118 @@ def test_a_file_that_is_not_a_workbook_is_a_clear_error(tmp_path: Path) -> None:
     path.write_bytes(b"this is not a zip file")
     with pytest.raises(RecipientsError, match=r"broken\.xlsx: not a readable workbook"):
         read_file(path)
+
+
+# --- declared sheet, streaming reader -----------------------------------------------------------------------
+
+
+def two_sheet_workbook(path: Path) -> Path:
+    book = openpyxl.Workbook()
+    first = book.active
+    assert first is not None
+    first.title = "Notes"
+    first.append(["nothing to send here"])
+    second = book.create_sheet("Клиенты")
+    for row in ROWS:
+        second.append(row)
+    book.save(path)
+    return path
+
+
+def test_a_named_sheet_is_read_instead_of_the_first(tmp_path: Path) -> None:
+    from recipients.reader import SourceOptions
+
+    table = read_file(two_sheet_workbook(tmp_path / "book.xlsx"), SourceOptions(sheet="Клиенты"))
+    assert table.header == ["Имя", "Телефон", "Код"]
+    assert len(list(table.rows)) == 6
+
+
+def test_an_unknown_sheet_names_the_sheets_there_are(tmp_path: Path) -> None:
+    from recipients.reader import SourceOptions
+
+    with pytest.raises(
+        RecipientsError, match=r"sheet: book\.xlsx has no sheet named 'Leads' \(sheets: Notes, Клиенты\)"
+    ):
+        read_file(two_sheet_workbook(tmp_path / "book.xlsx"), SourceOptions(sheet="Leads"))
+
+
+def test_sheet_is_refused_for_a_csv(tmp_path: Path) -> None:
+    from recipients.reader import SourceOptions
+
+    path = tmp_path / "list.csv"
+    path.write_text("79991234567\n", encoding="utf-8")
+    with pytest.raises(RecipientsError, match=r"sheet: list\.csv is not a workbook"):
+        read_file(path, SourceOptions(sheet="Leads"))
+
+
+GAPPY: list[list[object]] = [
+    [None, None, None],
+    [None, "Телефон", "Имя", None, "Город"],
+    [None, 79991234567, "Анна & Co <b>", None, "Тверь"],
+    [None, None, None],
+    [None, "+7 999 123-45-68", None, 3.5, "Омск"],
+    [None, "8 999 123 45 69", "Вера"],
+]
+
+
+@pytest.mark.parametrize("sheet", [None, "Клиенты"])
+def test_the_streaming_reader_gives_what_calamine_gives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sheet: str | None
+) -> None:
+    """Shared strings, numbers, XML escapes, empty leading rows and columns, gaps, and the chosen sheet."""
+    from recipients import reader, xlsx
+    from recipients.reader import SourceOptions
+
+    book = openpyxl.Workbook()
+    first = book.active
+    assert first is not None
+    if sheet:
+        first.append(["другой лист"])
+    target = book.create_sheet(sheet) if sheet else first
+    for row in GAPPY:
+        target.append(row)
+    path = tmp_path / "gappy.xlsx"
+    book.save(path)
+
+    def read() -> list[tuple[int, list[str]]]:
+        table = read_file(path, SourceOptions(sheet=sheet))
+        assert table.header == ["", "Телефон", "Имя", "", "Город"] and table.phone_index == 1
+        return [(number, trimmed(cells)) for number, cells in table.records]
+
+    by_calamine = read()
+    monkeypatch.setattr(reader, "STREAM_ABOVE_BYTES", 0)
+    streamed: list[float] = []
+    monkeypatch.setattr(reader, "stream_rows", _recording(xlsx.stream_rows, streamed))
+    by_stream = read()
+    assert streamed, "the streaming reader was not used"
+    assert by_stream == by_calamine
+    assert by_calamine == [
+        (3, ["", "79991234567", "Анна & Co <b>", "", "Тверь"]),
+        (5, ["", "+7 999 123-45-68", "", "3.5", "Омск"]),
+        (6, ["", "8 999 123 45 69", "Вера"]),
+    ]
+
+
+def trimmed(cells: list[str]) -> list[str]:
+    """Cells without trailing empty ones (calamine pads rows to the sheet's width, the stream does not)."""
+    while cells and not cells[-1]:
+        cells = cells[:-1]
+    return cells
+
+
+def _recording(function: Callable[..., Any], calls: list[float]) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return function(*args, **kwargs)
+
+    return wrapper
+
+
+def test_the_streaming_reader_reports_progress(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from recipients import reader
+
+    path = write_xlsx(tmp_path / "list.xlsx", ROWS)
+    monkeypatch.setattr(reader, "STREAM_ABOVE_BYTES", 0)
+    seen: list[float] = []
+    list(read_file(path, progress=seen.append).records)
+    assert seen and seen[-1] == 1.0

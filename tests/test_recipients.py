@@ -11,7 +11,7 @@ import pytest
 from domain.models import RejectedRow
 from domain.spec import MailingSpec, load_spec
 from recipients.importer import import_recipients, open_source, read_stored, stored_list_path
-from recipients.reader import RecipientsError, Row, Table, read_file, read_manual
+from recipients.reader import RecipientsError, Row, SourceOptions, Table, read_file, read_manual
 
 
 def rows_of(table: Table) -> list[Row]:
@@ -396,3 +396,98 @@ def test_leading_blank_lines_do_not_hide_the_delimiter_or_shift_row_numbers(tmp_
     rows = list(table.rows)
     assert table.header == ["phone", "name"]
     assert [(r.number, r.phone, r.variables["name"]) for r in rows] == [(4, "79990002233", "Anna")]
+
+
+# --- declared header and phone column, landlines, limits ----------------------------------------------------
+
+
+def test_phone_column_declared_by_header_name(tmp_path: Path) -> None:
+    path = tmp_path / "list.csv"
+    path.write_text("id;client;cell\n1;Anna;+79990002233\n", encoding="utf-8")
+    table = read_file(path, SourceOptions(phone_column="Cell"))
+    assert [(row.number, row.phone) for row in table.rows] == [(2, "+79990002233")]
+
+
+def test_phone_column_declared_by_number_in_a_headerless_file(tmp_path: Path) -> None:
+    path = tmp_path / "list.csv"
+    path.write_text("1;Anna;+79990002233\n2;Boris;+79990002244\n", encoding="utf-8")
+    table = read_file(path, SourceOptions(phone_column=3))
+    assert table.header is None
+    assert [row.phone for row in table.rows] == ["+79990002233", "+79990002244"]
+
+
+def test_header_declared_absent_makes_the_first_row_data(tmp_path: Path) -> None:
+    path = tmp_path / "list.csv"
+    path.write_text("phone\n+79990002233\n", encoding="utf-8")
+    table = read_file(path, SourceOptions(header=False))
+    assert [(row.number, row.phone) for row in table.rows] == [(1, "phone"), (2, "+79990002233")]
+
+
+def test_header_declared_present_even_if_it_looks_like_data(tmp_path: Path) -> None:
+    path = tmp_path / "list.csv"
+    path.write_text("2024 list,name\n+79990002233,Anna\n", encoding="utf-8")
+    table = read_file(path, SourceOptions(header=True))
+    assert table.header == ["2024 list", "name"]
+    assert [row.number for row in table.rows] == [2]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (SourceOptions(phone_column="mobile"), r"phone_column: no column named 'mobile' \(columns: id, client\)"),
+        (SourceOptions(phone_column=3), r"phone_column: column 3 does not exist \(the file has 2\)"),
+        (SourceOptions(phone_column=0), r"phone_column: column 0 does not exist"),
+        (SourceOptions(header=False, phone_column="client"), r"phone_column: 'client' is a column name, but the"),
+    ],
+)
+def test_a_declared_phone_column_that_is_not_there_is_an_error(
+    tmp_path: Path, options: SourceOptions, message: str
+) -> None:
+    path = tmp_path / "list.csv"
+    path.write_text("id,client\n1,+79990002233\n", encoding="utf-8")
+    with pytest.raises(RecipientsError, match=message):
+        read_file(path, options)
+
+
+def test_spec_options_reach_the_import(tmp_path: Path) -> None:
+    (tmp_path / "list.csv").write_text("id;cell\n1;+7 495 123-45-67\n2;+7 999 000-22-33\n", encoding="utf-8")
+    spec_path = tmp_path / "mailing.toml"
+    spec_path.write_text(
+        'name = "Offices"\nrecipients = "list.csv"\nphone_column = "cell"\nkeep_landlines = true\n'
+        '[[steps]]\nchannel = "sms"\nsender = "Shop"\ntext = "Hi"\nwait = "5m"\n',
+        encoding="utf-8",
+    )
+    report = import_recipients(load_spec(spec_path), tmp_path / "data", "offices")
+    assert (report.rows, report.valid, report.invalid) == (2, 2, 0)
+
+
+def test_landlines_are_refused_unless_kept(tmp_path: Path) -> None:
+    path = tmp_path / "list.csv"
+    path.write_text("+7 495 123-45-67\n", encoding="utf-8")
+    refused = import_recipients(file_spec(path, "Hi"), tmp_path / "data", "a")
+    assert refused.invalid_by_reason == {"not a mobile number": 1}
+    kept = import_recipients(file_spec(path, "Hi").model_copy(update={"keep_landlines": True}), tmp_path / "d", "b")
+    assert kept.valid == 1
+
+
+def test_file_options_are_refused_for_a_manual_list() -> None:
+    with pytest.raises(ValueError, match=r"sheet, phone_column: only for a `recipients` file"):
+        MailingSpec.model_validate(
+            {"name": "T", "numbers": ["+79990002233"], "sheet": "A", "phone_column": 1, "steps": [sms_step("Hi")]}
+        )
+
+
+def test_a_file_over_128_mb_is_refused_before_reading(tmp_path: Path) -> None:
+    path = tmp_path / "huge.csv"
+    with path.open("wb") as file:
+        file.truncate(128 * 1024 * 1024 + 1)  # sparse: no disk space used
+    with pytest.raises(RecipientsError, match=r"huge\.csv: 134217729 bytes is over the 128 MB limit"):
+        read_file(path)
+
+
+def test_csv_progress_is_reported_up_to_the_end(tmp_path: Path) -> None:
+    path = tmp_path / "list.csv"
+    path.write_text("".join(f"+7999{i:07d}\n" for i in range(25_000)), encoding="utf-8")
+    seen: list[float] = []
+    assert sum(1 for _ in read_file(path, progress=seen.append).records) == 25_000
+    assert len(seen) >= 3 and seen == sorted(seen) and seen[-1] == 1.0
