@@ -6,6 +6,7 @@ python starter.py validate SPEC|FILE [--json] [--rejected rejected.xlsx]  # what
 python starter.py preview SPEC [--row N]       # each step's message for one recipient, SMS parts
 python starter.py start SPEC [--wait] [--json] # launch a mailing (needs a running stack or worker)
 python starter.py status MAILING_ID [--json]
+python starter.py pause|resume|cancel MAILING_ID
 """
 
 from __future__ import annotations
@@ -18,11 +19,18 @@ import secrets
 import signal
 import sys
 from contextlib import nullcontext
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 from urllib.parse import quote
 
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
@@ -70,6 +78,9 @@ def checked_spec(path: Path) -> MailingSpec:
         open_source(spec)
     except (SpecError, RecipientsError) as exc:
         raise CliError(str(exc)) from exc
+    problems = spec.launch_problems(datetime.now(UTC))
+    if problems:
+        raise CliError(f"{path}:\n" + "\n".join(problems))
     return spec
 
 
@@ -110,10 +121,12 @@ async def start_mailing(
 async def with_live_counts(client: Client, summary: MailingSummary) -> MailingSummary:
     """The summary with statistics counted now: while running, and after the end too, since late reports
     keep arriving after the mailing completed (the workflow stores the figures of its last moment)."""
-    if summary.status not in (MailingStatus.RUNNING, MailingStatus.COMPLETED):
+    if not summary.dispatched:
         return summary
     counts = await count_mailing(client, summary.mailing_id, summary.cascade)
-    return summary.model_copy(update=counts.model_dump())
+    if summary.not_started:  # never started, so not in visibility: not sent
+        counts.outcomes["not_sent"] = counts.outcomes.get("not_sent", 0) + summary.not_started
+    return summary.model_copy(update=counts.model_dump(exclude={"finished"}))
 
 
 async def follow(handle: WorkflowHandle[MailingWorkflow, MailingSummary], *, quiet: bool) -> MailingSummary:
@@ -133,7 +146,11 @@ async def follow(handle: WorkflowHandle[MailingWorkflow, MailingSummary], *, qui
             print(f"[{seconds:>4}s] (progress unavailable: {exc.message})", file=sys.stderr)
             continue
         line = f"[{seconds:>4}s] {summary.status}"
-        if summary.status == MailingStatus.RUNNING:
+        if summary.status == MailingStatus.WAITING and summary.start_at:
+            line += f" for the start at {summary.start_at.isoformat()}"
+        elif summary.status == MailingStatus.PAUSED_BY_SCHEDULE:
+            line += f" ({summary.schedule}); {summary.dispatched}/{summary.recipients['valid']} started"
+        elif summary.status in (MailingStatus.RUNNING, MailingStatus.PAUSED):
             outcome = ", ".join(f"{k} {v}" for k, v in summary.outcomes.items())
             line += f": {sum(summary.outcomes.values())}/{summary.recipients['valid']} finished ({outcome})"
         elif summary.status == MailingStatus.NEW and seconds >= NO_WORKER_HINT_AFTER:
@@ -163,6 +180,15 @@ def print_summary(summary: MailingSummary, as_json: bool) -> None:
     )
     for reason, count in summary.invalid_by_reason.items():
         print(f"    invalid, {reason}: {count}")
+    timing = [f"schedule {summary.schedule}"]
+    timing += [f"speed {summary.speed}"] if summary.speed else []
+    timing += [f"start {summary.start_at.isoformat()}"] if summary.start_at else []
+    timing += [f"end {summary.end_at.isoformat()}"] if summary.end_at else []
+    print("  " + ", ".join(timing))
+    extra = f", {summary.not_started} never started" if summary.not_started else ""
+    print(f"  started: {summary.dispatched} of {r.get('valid', 0)}{extra}")
+    if summary.zone_fallback:
+        print(f"  sent in the fallback zone (their zones share no allowed window): {summary.zone_fallback}")
     if summary.outcomes:
         print("  outcomes: " + ", ".join(f"{k} {v}" for k, v in summary.outcomes.items()))
         print("  delivered by: " + ", ".join(f"{k} {v}" for k, v in summary.delivered_by_channel.items()))
@@ -200,19 +226,47 @@ async def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     summary = await follow(handle, quiet=args.json)
     print_summary(summary, args.json)
-    return 0 if summary.status == MailingStatus.COMPLETED else 1
+    return 0 if summary.status in (MailingStatus.COMPLETED, MailingStatus.COMPLETED_BY_END_DATE) else 1
+
+
+def mailing_handle(client: Client, mailing_id: str) -> WorkflowHandle[MailingWorkflow, MailingSummary]:
+    return client.get_workflow_handle_for(MailingWorkflow.run, mailing_workflow_id(mailing_id))
 
 
 async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     client = await client_for(settings)
-    handle = client.get_workflow_handle_for(MailingWorkflow.run, mailing_workflow_id(args.mailing_id))
     try:
-        summary = await with_live_counts(client, await handle.query(MailingWorkflow.summary))
+        summary = await with_live_counts(
+            client, await mailing_handle(client, args.mailing_id).query(MailingWorkflow.summary)
+        )
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             raise CliError(f"no mailing {args.mailing_id!r}") from exc
         raise CliError(f"cannot read mailing {args.mailing_id}: {exc.message}") from exc
     print_summary(summary, args.json)
+    return 0
+
+
+LIFECYCLE_UPDATES = {"pause": MailingWorkflow.pause, "resume": MailingWorkflow.resume, "cancel": MailingWorkflow.cancel}
+
+
+async def cmd_lifecycle(args: argparse.Namespace, settings: Settings) -> int:
+    """pause / resume / cancel: an update the mailing workflow answers; repeating one is harmless."""
+    client = await client_for(settings)
+    handle = mailing_handle(client, args.mailing_id)
+    try:
+        description = await handle.describe()
+        if description.status != WorkflowExecutionStatus.RUNNING:
+            summary = await handle.query(MailingWorkflow.summary)
+            raise CliError(f"mailing {args.mailing_id} has finished ({summary.status}); nothing to {args.command}")
+        answer = await handle.execute_update(LIFECYCLE_UPDATES[args.command])
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise CliError(f"no mailing {args.mailing_id!r}") from exc
+        raise CliError(f"cannot {args.command} mailing {args.mailing_id}: {exc.message}") from exc
+    except WorkflowUpdateFailedError as exc:
+        raise CliError(f"cannot {args.command} mailing {args.mailing_id}: {exc.cause or exc}") from exc
+    print(f"mailing {args.mailing_id}: {answer}")
     return 0
 
 
@@ -346,7 +400,7 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         print(f"demo mailing {mailing_id} started\n  {ui_link(settings, mailing_id)}", file=sys.stderr)
         summary = await follow(handle, quiet=args.json)
     print_summary(summary, args.json)
-    return 0 if summary.status == MailingStatus.COMPLETED else 1
+    return 0 if summary.status in (MailingStatus.COMPLETED, MailingStatus.COMPLETED_BY_END_DATE) else 1
 
 
 def parser() -> argparse.ArgumentParser:
@@ -368,6 +422,14 @@ def parser() -> argparse.ArgumentParser:
     status.add_argument("mailing_id")
     status.add_argument("--json", action="store_true")
     status.set_defaults(run=cmd_status)
+    for command, what in (
+        ("pause", "hold every send not yet made, fallbacks included"),
+        ("resume", "continue a paused mailing at its speed"),
+        ("cancel", "stop every pending send; the mailing ends as aborted"),
+    ):
+        lifecycle = commands.add_parser(command, help=what)
+        lifecycle.add_argument("mailing_id")
+        lifecycle.set_defaults(run=cmd_lifecycle)
     preview = commands.add_parser("preview", help="show each step's message for one recipient")
     preview.add_argument("spec", type=Path)
     preview.add_argument("--row", type=int, help="row number in the file (default: the first valid one)")

@@ -14,9 +14,11 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from activities.control import ControlActivities
 from activities.dispatch import DispatchActivities
 from activities.progress import ProgressActivities
 from activities.recipients import RecipientActivities
+from activities.schedule import next_send_window
 from activities.send import SendActivities
 from providers.registry import build_registry
 from runtime.settings import Settings
@@ -48,6 +50,8 @@ def build_worker(client: Client, settings: Settings, http: httpx.AsyncClient) ->
             RecipientActivities(settings.data_dir).import_recipients,
             DispatchActivities(client, settings.task_queue).dispatch,
             ProgressActivities(client).await_progress,
+            ControlActivities(client).broadcast,
+            next_send_window,
         ],
     )
 

@@ -1,13 +1,19 @@
-"""The dispatch activity: start one RecipientCascadeWorkflow per stored recipient.
+"""The dispatch activity: start one RecipientCascadeWorkflow per stored recipient, a chunk at a time, paced.
 
 Runs as a heartbeating activity rather than as child workflows, so one mailing can hold a million
-recipients: the workflow ids are deterministic, so a retried dispatch resumes from its last heartbeat and
+recipients: the workflow ids are deterministic, so a retried chunk resumes from its last heartbeat and
 any recipient it starts again is refused by Temporal as already started — never sent twice.
+
+Speed: each start has a slot, `interval` after the previous one, carried from chunk to chunk by the
+mailing workflow (`not_before`), so starts are even across chunks, retries and workers: only one chunk
+of a mailing runs at a time. A recipient found already started takes no slot.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from itertools import islice
 
 from temporalio import activity
@@ -18,11 +24,11 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from domain.models import DispatchRequest, DispatchResult, RecipientInput
 from domain.refs import recipient_workflow_id
 from domain.status import CascadeStatus
-from recipients.importer import read_stored
+from recipients.importer import StoredRecipient, read_stored
 from workflows.recipient import RecipientCascadeWorkflow
 from workflows.search_attributes import CASCADE_STATUS, MAILING_ID
 
-BATCH = 50  # concurrent start calls; the server, not this loop, is the bottleneck
+BATCH = 50  # concurrent start calls when unpaced; the server, not this loop, is the bottleneck
 
 
 class DispatchActivities:
@@ -33,23 +39,66 @@ class DispatchActivities:
     @activity.defn(name="dispatch_recipients")
     async def dispatch(self, request: DispatchRequest) -> DispatchResult:
         details = activity.info().heartbeat_details
-        position, started, already = details[0] if details else (0, 0, 0)
-        recipients = read_stored(request.stored_list, start=position)
-        while batch := list(islice(recipients, BATCH)):
-            results = await asyncio.gather(*(self._start(request, phone, variables) for _, phone, variables in batch))
-            started += sum(results)
-            already += len(results) - sum(results)
-            position = batch[-1][0] + 1
-            activity.heartbeat((position, started, already))
-        return DispatchResult(started=started, already_running=already)
+        if details:  # a retry: resume where the last attempt got to
+            result = DispatchResult.model_validate(details[0])
+        else:
+            result = DispatchResult(position=request.position, started=0, already_running=0)
+            result.next_start = request.not_before
+        end = request.position + request.limit
+        recipients = islice(read_stored(request.stored_list, start=result.position), end - result.position)
+        if request.interval is None:
+            await self._unpaced(request, recipients, result)
+        else:
+            await self._paced(request, request.interval, recipients, result)
+        return result
 
-    async def _start(self, request: DispatchRequest, phone: str, variables: dict[str, str]) -> bool:
+    async def _unpaced(
+        self, request: DispatchRequest, recipients: Iterator[StoredRecipient], result: DispatchResult
+    ) -> None:
+        while not _past(request.until) and (batch := list(islice(recipients, BATCH))):
+            started = await asyncio.gather(*(self._start(request, r) for r in batch))
+            self._advance(result, batch[-1].position + 1, sum(started), len(started) - sum(started))
+        result.exhausted = result.position < request.position + request.limit and not _past(request.until)
+
+    async def _paced(
+        self,
+        request: DispatchRequest,
+        interval: timedelta,
+        recipients: Iterator[StoredRecipient],
+        result: DispatchResult,
+    ) -> None:
+        for recipient in recipients:
+            slot = max(result.next_start or _now(), _now())
+            if request.until is not None and slot >= request.until:
+                return
+            await asyncio.sleep((slot - _now()).total_seconds())
+            started = await self._start(request, recipient)
+            if started:
+                result.next_start = slot + interval
+            self._advance(result, recipient.position + 1, int(started), int(not started))
+        result.exhausted = result.position < request.position + request.limit
+
+    @staticmethod
+    def _advance(result: DispatchResult, position: int, started: int, already: int) -> None:
+        result.position = position
+        result.started += started
+        result.already_running += already
+        activity.heartbeat(result.model_dump(mode="json"))
+
+    async def _start(self, request: DispatchRequest, recipient: StoredRecipient) -> bool:
         """True when started now; False when a previous attempt already started this recipient."""
         try:
             await self._client.start_workflow(
                 RecipientCascadeWorkflow.run,
-                RecipientInput(mailing_id=request.mailing_id, phone=phone, variables=variables, plan=request.plan),
-                id=recipient_workflow_id(request.mailing_id, phone),
+                RecipientInput(
+                    mailing_id=request.mailing_id,
+                    phone=recipient.phone,
+                    variables=recipient.variables,
+                    plan=request.plan,
+                    zones=recipient.zones,
+                    window=request.window,
+                ),
+                id=recipient_workflow_id(request.mailing_id, recipient.phone),
                 task_queue=self._task_queue,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 search_attributes=TypedSearchAttributes(
@@ -62,3 +111,11 @@ class DispatchActivities:
         except WorkflowAlreadyStartedError:
             return False
         return True
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _past(moment: datetime | None) -> bool:
+    return moment is not None and _now() >= moment

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from pathlib import Path
 
 from temporalio import activity
@@ -20,7 +21,11 @@ class RecipientActivities:
     @activity.defn(name="import_recipients")
     async def import_recipients(self, request: ImportRequest) -> ImportReport:
         """Runs in a thread: parsing is CPU-bound and must not stall the worker's event loop."""
+        now = datetime.now(UTC)
+        problems = request.spec.launch_problems(now)
+        if problems:  # the CLI refuses these too; another client might not
+            raise ApplicationError("; ".join(problems), type="SpecError", non_retryable=True)
         try:
-            return await asyncio.to_thread(import_recipients, request.spec, self._data_dir, request.mailing_id)
+            return await asyncio.to_thread(import_recipients, request.spec, self._data_dir, request.mailing_id, now)
         except (RecipientsError, OSError) as exc:
             raise ApplicationError(str(exc), type="RecipientsError", non_retryable=True) from exc

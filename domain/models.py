@@ -11,6 +11,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from domain.refs import ClientRef
+from domain.schedule import Schedule, Window
 from domain.spec import Button, CascadePlan, MailingSpec, Step
 from domain.status import CascadeStatus, Channel, MessageStatus
 
@@ -41,19 +42,51 @@ class ImportReport(BaseModel):
     duplicates: int = 0
     invalid_by_reason: dict[str, int] = Field(default_factory=dict)
     rejected_sample: list[RejectedRow] = Field(default_factory=list)
+    zone_fallback: int = 0  # subscribers whose zones share no allowed window: the fallback zone is used
     stored_list: Path | None = None
     rejected_file: Path | None = None
 
 
 class DispatchRequest(BaseModel):
+    """One chunk of the dispatch: start the stored recipients from `position`, paced, until a limit."""
+
     mailing_id: str
     plan: CascadePlan
     stored_list: Path
+    position: int = 0
+    limit: int = 500  # at most this many recipients in this chunk
+    interval: timedelta | None = None  # between two starts (the speed); None: as fast as the server takes them
+    not_before: datetime | None = None  # the first start waits for this moment (the pace of the last chunk)
+    until: datetime | None = None  # no start at or after this moment (window end, end date)
+    window: Window | None = None  # the mailing's current window (fixed zone), handed to each recipient
 
 
 class DispatchResult(BaseModel):
+    position: int  # the next stored recipient to start
     started: int
     already_running: int
+    next_start: datetime | None = None  # the earliest moment the next start may happen
+    exhausted: bool = False  # the stored list has no more recipients
+
+
+class WindowRequest(BaseModel):
+    schedule: Schedule
+    zones: list[str]
+    at: datetime
+    end_at: datetime | None = None
+
+
+class Control(BaseModel):
+    """A mailing's pause/cancel state as its recipients learn it; a higher version supersedes a lower."""
+
+    version: int = 0
+    paused: bool = False
+    cancelled: bool = False
+
+
+class BroadcastRequest(BaseModel):
+    mailing_id: str
+    control: Control
 
 
 class RecipientInput(BaseModel):
@@ -61,6 +94,8 @@ class RecipientInput(BaseModel):
     phone: str
     variables: dict[str, str] = Field(default_factory=dict)
     plan: CascadePlan
+    zones: list[str] | None = None  # the subscriber's candidate zones (schedule in subscriber's local time)
+    window: Window | None = None  # an allowed window known at start (saves asking for one)
 
 
 class SendRequest(BaseModel):
@@ -181,6 +216,13 @@ class MailingSummary(BaseModel):
     outcomes: dict[str, int] = Field(default_factory=dict)
     delivered_by_channel: dict[str, int] = Field(default_factory=dict)
     channels: dict[str, dict[str, int]] = Field(default_factory=dict)
+    dispatched: int = 0  # recipient workflows started
+    not_started: int = 0  # valid recipients never started (end date reached, cancelled); counted as not_sent
+    zone_fallback: int = 0  # subscribers sent in the fallback zone: their zones share no allowed window
+    schedule: str = ""
+    start_at: datetime | None = None
+    end_at: datetime | None = None
+    speed: str | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
 
@@ -196,5 +238,12 @@ class MailingResume(BaseModel):
     """What a mailing carries over when it continues as new (its history grew long while it waited)."""
 
     import_report: ImportReport
-    counts: MailingCounts
+    counts: MailingCounts | None = None
     started_at: datetime
+    status: str
+    position: int = 0
+    next_start: datetime | None = None
+    dispatched: bool = False
+    end_reached: bool = False
+    control: Control = Field(default_factory=Control)
+    broadcast: int = 0

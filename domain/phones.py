@@ -21,6 +21,7 @@ class RejectReason(StrEnum):
     NOT_MOBILE = "not a mobile number"
     PRECISION_LOST = "precision lost"
     MISSING_VARIABLE = "missing variable value"
+    UNKNOWN_ZONE = "unknown time zone"
 
 
 class PhoneResult(NamedTuple):

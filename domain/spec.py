@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tomllib
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, Self
 from urllib.parse import urlsplit
@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from domain.durations import parse_duration
+from domain.schedule import ALWAYS, Schedule, Speed, aware, next_window
 from domain.status import Channel, MessageStatus
 
 MIN_WAIT = timedelta(seconds=1)
@@ -118,14 +119,21 @@ class MailingSpec(BaseModel):
     keep_landlines: bool = False  # fixed-line numbers are refused as "not a mobile number" unless kept
     provider: str = "sandbox"
     late_reports: timedelta = timedelta(minutes=10)
+    start_at: datetime | None = None  # naive: Moscow time
+    end_at: datetime | None = None
+    speed: Speed | None = None  # recipients started per minute/hour; default: as fast as the server goes
+    schedule: Schedule = Schedule()
     steps: list[Step] = Field(min_length=1, max_length=10)
 
     _parse_late = field_validator("late_reports", mode="before")(_duration)
+    _parse_moments = field_validator("start_at", "end_at", mode="before")(aware)
 
     @model_validator(mode="after")
     def _one_source(self) -> Self:
         if (self.recipients is None) == (self.numbers is None):
             raise ValueError("give exactly one of `recipients` (a file) or `numbers` (a list)")
+        if self.start_at and self.end_at and self.end_at <= self.start_at:
+            raise ValueError("end_at: must be after start_at")
         file_options = [name for name in ("sheet", "header", "phone_column") if getattr(self, name) is not None]
         if self.numbers is not None and file_options:
             raise ValueError(f"{', '.join(file_options)}: only for a `recipients` file, not a `numbers` list")
@@ -133,7 +141,27 @@ class MailingSpec(BaseModel):
 
     def cascade(self) -> CascadePlan:
         """What each recipient workflow needs of the spec (not the recipient list)."""
-        return CascadePlan(steps=self.steps, provider=self.provider, late_reports=self.late_reports)
+        return CascadePlan(
+            steps=self.steps,
+            provider=self.provider,
+            late_reports=self.late_reports,
+            schedule=self.schedule,
+            end_at=self.end_at,
+        )
+
+    def launch_problems(self, now: datetime) -> list[str]:
+        """Contradictions only the clock reveals: an end in the past, no allowed window before the end."""
+        problems = []
+        if self.end_at is not None and self.end_at <= now:
+            problems.append(f"end_at: {self.end_at.isoformat()} is in the past")
+        elif self.end_at is not None:
+            start = max(now, self.start_at or now)
+            zones = [self.schedule.fallback_timezone if self.schedule.per_subscriber else self.schedule.timezone]
+            if next_window(self.schedule, zones, start, self.end_at) is None:
+                problems.append(
+                    f"schedule: no allowed window ({self.schedule.describe()}) between the start and end_at"
+                )
+        return problems
 
 
 class CascadePlan(BaseModel):
@@ -144,6 +172,8 @@ class CascadePlan(BaseModel):
     steps: list[Step]
     provider: str
     late_reports: timedelta
+    schedule: Schedule = ALWAYS  # a plan made without a spec (tests, benchmarks) has no schedule limits
+    end_at: datetime | None = None
 
     def provider_for(self, step: Step) -> str:
         return step.provider or self.provider

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import NamedTuple, TextIO
 
+import phonenumbers
+import phonenumbers.timezone
 from openpyxl import Workbook
 
 from domain.models import ImportReport, RejectedRow
 from domain.phones import PhoneClassifier, RejectReason
+from domain.schedule import KNOWN_ZONES, Schedule, has_common_window
 from domain.spec import MailingSpec
 from domain.template import variables_used
 from recipients.reader import Progress, RecipientsError, SourceOptions, Table, read_file, read_manual
@@ -24,21 +29,66 @@ SAMPLE_SIZE = 20
 REJECTED_SUFFIXES = (".csv", ".xlsx")
 REJECTED_HEADER = ("row", "value", "reason")
 
-# Called for each valid recipient: (row number, E.164 number, the variables the texts use).
-ValidSink = Callable[[int, str, dict[str, str]], None]
+# Header names (lower case) of a column that gives each subscriber's time zone.
+ZONE_HEADERS = frozenset({"timezone", "time zone", "time_zone", "tz", "часовой пояс"})
+
+# Called for each valid recipient: (row number, E.164 number, the variables the texts use, its time zones
+# when the schedule follows the subscriber's local time).
+ValidSink = Callable[[int, str, dict[str, str], list[str] | None], None]
+
+
+class StoredRecipient(NamedTuple):
+    position: int
+    phone: str
+    variables: dict[str, str]
+    zones: list[str] | None
 
 
 @dataclass(frozen=True)
 class ListRules:
-    """What decides whether a row can be sent: numbering region, landline policy, the texts' variables."""
+    """What decides whether a row can be sent: numbering region, landline policy, the texts' variables, and
+    (for a schedule in the subscriber's local time) the schedule and the moment the zones are judged at."""
 
     region: str = "RU"
     keep_landlines: bool = False
     texts: tuple[str, ...] = ()
+    schedule: Schedule | None = None
+    now: datetime | None = None
 
     @classmethod
-    def of(cls, spec: MailingSpec) -> ListRules:
-        return cls(spec.region, spec.keep_landlines, tuple(step.text for step in spec.steps))
+    def of(cls, spec: MailingSpec, now: datetime | None = None) -> ListRules:
+        texts = tuple(step.text for step in spec.steps)
+        schedule = spec.schedule if spec.schedule.per_subscriber else None
+        return cls(spec.region, spec.keep_landlines, texts, schedule, max(now, spec.start_at or now) if now else None)
+
+
+class SubscriberZones:
+    """Each subscriber's candidate zones: a `timezone` cell, else all the zones phonenumbers gives the number.
+
+    When the candidates share no allowed window (a Russian mobile maps to 16 zones, from UTC+2 to UTC+12),
+    the schedule's fallback zone is used instead, and counted.
+    """
+
+    def __init__(self, schedule: Schedule, now: datetime) -> None:
+        self._schedule, self._now = schedule, now
+        self._usable: dict[tuple[str, ...], bool] = {}
+        self.fallbacks = 0
+
+    def of(self, e164: str, declared: str) -> list[str] | RejectReason:
+        if declared:
+            if declared not in KNOWN_ZONES:
+                return RejectReason.UNKNOWN_ZONE
+            candidates: tuple[str, ...] = (declared,)
+        else:
+            found = phonenumbers.timezone.time_zones_for_number(phonenumbers.parse(e164))
+            candidates = tuple(z for z in found if z in KNOWN_ZONES) or (self._schedule.fallback_timezone,)
+        usable = self._usable.get(candidates)
+        if usable is None:
+            usable = self._usable[candidates] = has_common_window(self._schedule, candidates, self._now)
+        if not usable:
+            self.fallbacks += 1
+            return [self._schedule.fallback_timezone]
+        return list(candidates)
 
 
 def open_source(spec: MailingSpec, progress: Progress | None = None) -> Table:
@@ -87,6 +137,8 @@ def validate_rows(
     first_row: dict[int, int] = {}  # E.164 digits → the row that has them
     rows = duplicates = 0
     phone_index = table.phone_index
+    zones = SubscriberZones(rules.schedule, rules.now or datetime.now(UTC)) if rules.schedule else None
+    zone_index = next((i for i, name in enumerate(table.header or ()) if name.lower() in ZONE_HEADERS), None)
 
     def reject(row: int, value: str, reason: str) -> None:
         if rejected_out is not None:
@@ -113,9 +165,19 @@ def validate_rows(
                 reasons[RejectReason.MISSING_VARIABLE] += 1
                 reject(row, phone, f"{RejectReason.MISSING_VARIABLE}: {{{missing}}}")
                 continue
+        subscriber_zones = None
+        if zones is not None:
+            declared = cells[zone_index].strip() if zone_index is not None and zone_index < len(cells) else ""
+            found = zones.of(e164, declared)
+            if isinstance(found, RejectReason):
+                reasons[found] += 1
+                reject(row, phone, f"{found}: {declared!r}")
+                continue
+            subscriber_zones = found
         first_row[key] = row
         if valid_out is not None:
-            valid_out(row, e164, {name: cells[i].strip() if i < len(cells) else "" for name, i in columns.items()})
+            variables = {name: cells[i].strip() if i < len(cells) else "" for name, i in columns.items()}
+            valid_out(row, e164, variables, subscriber_zones)
     return ImportReport(
         rows=rows,
         valid=len(first_row),
@@ -123,6 +185,7 @@ def validate_rows(
         duplicates=duplicates,
         invalid_by_reason={str(reason): count for reason, count in reasons.items()},
         rejected_sample=sample,
+        zone_fallback=zones.fallbacks if zones else 0,
     )
 
 
@@ -130,7 +193,7 @@ def stored_list_path(data_dir: Path, mailing_id: str) -> Path:
     return data_dir / "mailings" / mailing_id / "recipients.jsonl"
 
 
-def import_recipients(spec: MailingSpec, data_dir: Path, mailing_id: str) -> ImportReport:
+def import_recipients(spec: MailingSpec, data_dir: Path, mailing_id: str, now: datetime | None = None) -> ImportReport:
     """Write the valid, de-duplicated recipients (one JSON object a line) and the rejected rows (CSV).
 
     Only the variables the texts use are stored: the rest of a row is personal data kaskad does not need.
@@ -142,10 +205,11 @@ def import_recipients(spec: MailingSpec, data_dir: Path, mailing_id: str) -> Imp
     stored, rejected_file = folder / "recipients.jsonl", folder / "rejected.csv"
     with _atomic(stored) as valid_file, rejected_writer(rejected_file) as rejected_out:
 
-        def store(row: int, phone: str, variables: dict[str, str]) -> None:
-            valid_file.write(json.dumps({"row": row, "phone": phone, "vars": variables}, ensure_ascii=False) + "\n")
+        def store(row: int, phone: str, variables: dict[str, str], zones: list[str] | None) -> None:
+            item = {"row": row, "phone": phone, "vars": variables} | ({"zones": zones} if zones else {})
+            valid_file.write(json.dumps(item, ensure_ascii=False) + "\n")
 
-        report = validate_rows(table, ListRules.of(spec), rejected_out, store)
+        report = validate_rows(table, ListRules.of(spec, now or datetime.now(UTC)), rejected_out, store)
     return report.model_copy(update={"stored_list": stored, "rejected_file": rejected_file})
 
 
@@ -172,13 +236,12 @@ def rejected_writer(path: Path) -> Iterator[Callable[[int, str, str], None]]:
         tmp.unlink(missing_ok=True)
 
 
-def read_stored(path: Path, start: int = 0) -> Iterator[tuple[int, str, dict[str, str]]]:
-    """Stored recipients from position `start` on, as (position, phone, variables)."""
+def read_stored(path: Path, start: int = 0) -> Iterator[StoredRecipient]:
+    """Stored recipients from position `start` on."""
     with path.open(encoding="utf-8") as lines:
-        for position, line in enumerate(lines):
-            if position >= start:
-                item = json.loads(line)
-                yield position, item["phone"], item["vars"]
+        for position, line in enumerate(itertools.islice(lines, start, None), start=start):
+            item = json.loads(line)
+            yield StoredRecipient(position, item["phone"], item["vars"], item.get("zones"))
 
 
 @contextmanager

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 from temporalio.client import WorkflowExecutionStatus
+from temporalio.service import RPCError
 from temporalio.testing import ActivityEnvironment
 
 from activities.dispatch import DispatchActivities
-from domain.models import DispatchRequest, SendRequest
+from domain.models import DispatchRequest, DispatchResult, SendRequest
 from domain.refs import recipient_workflow_id
 from domain.spec import CascadePlan, Step, load_spec
 from domain.status import Channel
@@ -46,14 +48,16 @@ async def test_a_retried_dispatch_resumes_and_never_starts_anyone_twice(stack: S
     dispatch = DispatchActivities(stack.client, f"idle-{uuid.uuid4().hex[:6]}").dispatch
 
     first = await ActivityEnvironment().run(dispatch, request)
-    assert (first.started, first.already_running) == (5, 0)
+    assert (first.position, first.started, first.already_running, first.exhausted) == (5, 5, 0, True)
 
-    beats: list[object] = []
+    beats: list[DispatchResult] = []
     resumed_env = ActivityEnvironment()
-    resumed_env.info = dataclasses.replace(resumed_env.info, heartbeat_details=[[3, 3, 0]])
-    resumed_env.on_heartbeat = lambda *details: beats.append(list(details[0]))
+    at_three = DispatchResult(position=3, started=3, already_running=0).model_dump(mode="json")
+    resumed_env.info = dataclasses.replace(resumed_env.info, heartbeat_details=[at_three])
+    resumed_env.on_heartbeat = lambda *details: beats.append(DispatchResult.model_validate(details[0]))
     resumed = await resumed_env.run(dispatch, request)  # a retry after the heartbeat at position 3
-    assert (resumed.started, resumed.already_running) == (3, 2) and beats == [[5, 3, 2]]
+    assert (resumed.started, resumed.already_running) == (3, 2)
+    assert [(b.position, b.started, b.already_running) for b in beats] == [(5, 3, 2)]
 
     restarted = await ActivityEnvironment().run(dispatch, request)  # a retry that lost its heartbeat
     assert (restarted.started, restarted.already_running) == (0, 5)
@@ -70,6 +74,38 @@ async def test_a_retried_dispatch_resumes_and_never_starts_anyone_twice(stack: S
     finally:
         for phone in PHONES:
             await stack.client.get_workflow_handle(recipient_workflow_id(mailing_id, phone)).terminate()
+
+
+async def test_a_paced_dispatch_spaces_its_starts_and_stops_at_its_deadline(stack: Stack, tmp_path: Path) -> None:
+    mailing_id = f"paced-{uuid.uuid4().hex[:6]}"
+    plan = CascadePlan(
+        steps=[Step(channel=Channel.SMS, sender="S", text="hi", wait=timedelta(seconds=5))],
+        provider="sandbox",
+        late_reports=timedelta(0),
+    )
+    dispatch = DispatchActivities(stack.client, f"idle-{uuid.uuid4().hex[:6]}").dispatch
+    interval = timedelta(milliseconds=300)
+    began = datetime.now(UTC)
+    request = DispatchRequest(
+        mailing_id=mailing_id,
+        plan=plan,
+        stored_list=stored_list(tmp_path),
+        interval=interval,
+        until=began + timedelta(milliseconds=700),  # room for the slots at 0, 300 and 600 ms
+    )
+    try:
+        cut = await ActivityEnvironment().run(dispatch, request)
+        assert (cut.position, cut.started, cut.exhausted) == (3, 3, False)
+        assert cut.next_start is not None and cut.next_start >= began + 3 * interval
+        rest = await ActivityEnvironment().run(
+            dispatch, request.model_copy(update={"position": 3, "not_before": cut.next_start, "until": None})
+        )
+        assert (rest.position, rest.started, rest.exhausted) == (5, 2, True)
+        assert datetime.now(UTC) >= began + 4 * interval  # five starts, four intervals apart at least
+    finally:
+        for phone in PHONES:
+            with contextlib.suppress(RPCError):
+                await stack.client.get_workflow_handle(recipient_workflow_id(mailing_id, phone)).terminate()
 
 
 async def test_a_retried_send_is_one_message_at_the_provider(stack: Stack) -> None:

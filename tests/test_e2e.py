@@ -49,6 +49,7 @@ def write_spec(folder: Path, viber_expect: str, numbers: list[str] = TEN_NUMBERS
         f'name = "E2E {viber_expect}"\n'
         f"numbers = {json.dumps(numbers)}\n"
         'late_reports = "2s"\n'
+        '[schedule]\nhours = "00:00-24:00"\n'
         '[[steps]]\nchannel = "viber"\nsender = "Shop"\ntext = "Viber for {1}"\n'
         f'wait = "3s"\nexpect = "{viber_expect}"\n'
         '[[steps]]\nchannel = "sms"\nsender = "Shop"\ntext = "SMS for {1}"\nwait = "3s"\nexpect = "delivered"\n',
@@ -189,6 +190,9 @@ async def test_a_mailing_continued_as_new_resumes_without_importing_or_dispatchi
         import_report=report,
         counts=MailingCounts(outcomes={}, delivered_by_channel={}, channels={}, finished=3),
         started_at=datetime(2026, 1, 1, tzinfo=UTC),
+        status="running",
+        position=10,
+        dispatched=True,
     )
     resumed = await stack.client.execute_workflow(
         MailingWorkflow.run,

@@ -256,8 +256,8 @@ def test_stored_list_keeps_the_first_of_duplicates_and_only_the_variables_used(
     assert report.stored_list is not None
     anna = {"name": "Anna", "code": "A1"}
     vera = {"name": "Vera", "code": ""}
-    assert list(read_stored(report.stored_list)) == [(0, "+79990002233", anna), (1, "+79990002255", vera)]
-    assert list(read_stored(report.stored_list, start=1)) == [(1, "+79990002255", vera)]
+    assert list(read_stored(report.stored_list)) == [(0, "+79990002233", anna, None), (1, "+79990002255", vera, None)]
+    assert list(read_stored(report.stored_list, start=1)) == [(1, "+79990002255", vera, None)]
     assert list(read_stored(report.stored_list, start=2)) == []
 
 
@@ -271,7 +271,7 @@ def test_missing_value_is_checked_in_every_step(tmp_path: Path) -> None:
     assert (report.valid, report.invalid) == (1, 1)
     assert report.rejected_sample == [RejectedRow(row=2, value="79990002233", reason="missing variable value: {code}")]
     assert report.stored_list is not None
-    assert [phone for _, phone, _ in read_stored(report.stored_list)] == ["+79990002244"]
+    assert [r.phone for r in read_stored(report.stored_list)] == ["+79990002244"]
 
 
 def test_missing_value_row_does_not_hide_a_later_complete_duplicate(tmp_path: Path) -> None:
@@ -280,7 +280,7 @@ def test_missing_value_row_does_not_hide_a_later_complete_duplicate(tmp_path: Pa
     report = import_recipients(file_spec(path, "Hi {name}"), tmp_path / "data", "m")
     assert (report.valid, report.invalid, report.duplicates) == (1, 1, 0)
     assert report.stored_list is not None
-    [(_, phone, variables)] = list(read_stored(report.stored_list))
+    [(_, phone, variables, _)] = list(read_stored(report.stored_list))
     assert (phone, variables["name"]) == ("+79990002233", "Anna")
 
 
@@ -290,7 +290,7 @@ def test_import_headerless_file_with_positional_variables(tmp_path: Path) -> Non
     report = import_recipients(file_spec(path, "Hi {2}"), tmp_path / "data", "pos")
     assert (report.rows, report.valid, report.invalid) == (2, 2, 0)
     assert report.stored_list is not None
-    assert [(phone, v["2"]) for _, phone, v in read_stored(report.stored_list)] == [
+    assert [(r.phone, r.variables["2"]) for r in read_stored(report.stored_list)] == [
         ("+79990002233", "Anna"),
         ("+79990002244", "Boris"),
     ]
@@ -307,7 +307,7 @@ def test_import_cp1251_file_via_load_spec(tmp_path: Path) -> None:
     report = import_recipients(load_spec(spec_path), tmp_path / "data", "vesna")
     assert report.valid == 1
     assert report.stored_list is not None
-    [(_, phone, variables)] = list(read_stored(report.stored_list))
+    [(_, phone, variables, _)] = list(read_stored(report.stored_list))
     assert (phone, variables["имя"]) == ("+79990002233", "Анна")
 
 
@@ -320,8 +320,8 @@ def test_import_manual_numbers(tmp_path: Path) -> None:
     assert report.invalid_by_reason == {"not a number": 1}
     assert report.stored_list is not None
     assert list(read_stored(report.stored_list)) == [
-        (0, "+79990002233", {"1": "+79990002233"}),
-        (1, "+79990002244", {"1": "79990002244"}),
+        (0, "+79990002233", {"1": "+79990002233"}, None),
+        (1, "+79990002244", {"1": "79990002244"}, None),
     ]
     assert report.rejected_file is not None
     assert read_rejected(report.rejected_file)[1:] == [

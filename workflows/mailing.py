@@ -1,28 +1,39 @@
-"""MailingWorkflow: one per mailing — imports the recipients, dispatches their cascades, waits, summarises."""
+"""MailingWorkflow: one per mailing — imports the recipients, waits for the start, dispatches the cascades at
+the configured speed inside the schedule, follows them to the end; can be paused, resumed and cancelled."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import math
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from enum import StrEnum
+from pathlib import Path
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.control import ControlActivities
     from activities.dispatch import DispatchActivities
     from activities.progress import ProgressActivities
     from activities.recipients import RecipientActivities
+    from activities.schedule import next_send_window
     from domain.models import (
+        BroadcastRequest,
+        Control,
         DispatchRequest,
         ImportReport,
         ImportRequest,
-        MailingCounts,
         MailingInput,
         MailingResume,
         MailingSummary,
         ProgressRequest,
+        WindowRequest,
     )
+    from domain.schedule import Window
     from workflows.search_attributes import MAILING_STATUS
 
 # Long activities prove they are alive by heartbeating; a dead worker is noticed within this time.
@@ -30,14 +41,25 @@ HEARTBEAT = timedelta(seconds=30)
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
 # A file that fails to import five times will not import on the sixth: abort with the reason instead.
 IMPORT_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=5)
+# A dispatch chunk lasts about this long (or starts CHUNK_MAX recipients): pause, cancel and the end of a
+# window take effect on dispatching within it.
+CHUNK_SECONDS = 5.0
+CHUNK_MAX = 500
 
 
 class MailingStatus(StrEnum):
     NEW = "new"
     PROCESSING_CONTACTS = "processing_contacts"
+    WAITING = "waiting"  # for the delayed start
     RUNNING = "running"
+    PAUSED_BY_SCHEDULE = "paused_by_schedule"  # outside the allowed days and hours
+    PAUSED = "paused"  # by the user
     COMPLETED = "completed"
+    COMPLETED_BY_END_DATE = "completed_by_end_date"
     ABORTED = "aborted"
+
+
+FINISHED = frozenset({MailingStatus.COMPLETED, MailingStatus.COMPLETED_BY_END_DATE, MailingStatus.ABORTED})
 
 
 @workflow.defn
@@ -45,23 +67,77 @@ class MailingWorkflow:
     @workflow.init
     def __init__(self, input: MailingInput) -> None:
         self._input = input
-        self._status = MailingStatus.NEW
-        self._import = ImportReport()
-        self._counts: MailingCounts | None = None
+        self._r = input.resume or MailingResume(
+            import_report=ImportReport(), started_at=workflow.now(), status=MailingStatus.NEW
+        )
+        self._phase = MailingStatus(self._r.status)  # what the mailing does, when not paused or finished
+        self._published: str | None = None
         self._error: str | None = None
-        self._started_at = workflow.now()
         self._finished_at: datetime | None = None
+        self._dispatching = False
+
+    # --- lifecycle updates (python starter.py pause|resume|cancel) -------------------------------------------
+
+    @workflow.update
+    def pause(self) -> str:
+        """Hold every send not yet made, fallbacks included; idempotent."""
+        if self._r.control.cancelled or self.status in FINISHED:
+            return f"mailing is {self.status}; nothing to pause"
+        if self._r.control.paused:
+            return "already paused"
+        self._control(paused=True)
+        return "paused"
+
+    @workflow.update
+    def resume(self) -> str:
+        """Continue at the configured speed; idempotent."""
+        if not self._r.control.paused or self._r.control.cancelled:
+            return f"not paused (mailing is {self.status})"
+        self._control(paused=False)
+        return "resumed"
+
+    @workflow.update
+    def cancel(self) -> str:
+        """Stop every pending send (those become not_sent); the mailing ends as aborted. Idempotent."""
+        if self._r.control.cancelled:
+            return "already cancelled"
+        if self.status in FINISHED:
+            return f"mailing is {self.status}; nothing to cancel"
+        self._control(cancelled=True)
+        return "cancelled"
+
+    def _control(self, *, paused: bool | None = None, cancelled: bool | None = None) -> None:
+        current = self._r.control
+        self._r.control = Control(
+            version=current.version + 1,
+            paused=current.paused if paused is None else paused,
+            cancelled=current.cancelled if cancelled is None else cancelled,
+        )
+        self._publish_status()
+
+    # --- state --------------------------------------------------------------------------------------------------
+
+    @property
+    def status(self) -> MailingStatus:
+        if self._phase in FINISHED:
+            return self._phase
+        if self._r.control.paused and not self._r.control.cancelled:
+            return MailingStatus.PAUSED
+        return self._phase
 
     @workflow.query
     def summary(self) -> MailingSummary:
-        report = self._import
-        counts = self._counts
+        report, counts, spec = self._r.import_report, self._r.counts, self._input.spec
+        not_started = report.valid - self._r.position if self._phase in FINISHED else 0
+        outcomes = dict(counts.outcomes) if counts else {}
+        if not_started:
+            outcomes["not_sent"] = outcomes.get("not_sent", 0) + not_started
         return MailingSummary(
             mailing_id=self._input.mailing_id,
-            name=self._input.spec.name,
-            status=self._status.value,
+            name=spec.name,
+            status=self.status.value,
             error=self._error,
-            cascade=[step.channel for step in self._input.spec.steps],
+            cascade=[step.channel for step in spec.steps],
             recipients={
                 "total": report.rows,
                 "valid": report.valid,
@@ -71,70 +147,202 @@ class MailingWorkflow:
             invalid_by_reason=report.invalid_by_reason,
             rejected_sample=report.rejected_sample,
             rejected_file=report.rejected_file,
-            outcomes=counts.outcomes if counts else {},
+            outcomes=outcomes,
             delivered_by_channel=counts.delivered_by_channel if counts else {},
             channels=counts.channels if counts else {},
-            started_at=self._started_at,
+            dispatched=self._r.position,
+            not_started=not_started,
+            zone_fallback=report.zone_fallback,
+            schedule=spec.schedule.describe(),
+            start_at=spec.start_at,
+            end_at=spec.end_at,
+            speed=str(spec.speed) if spec.speed else None,
+            started_at=self._r.started_at,
             finished_at=self._finished_at,
         )
 
+    # --- the run ------------------------------------------------------------------------------------------------
+
     @workflow.run
     async def run(self, input: MailingInput) -> MailingSummary:
-        plan = input.spec.cascade()
+        self._publish_status()
+        broadcaster = asyncio.create_task(self._broadcast_controls())
         try:
             if input.resume is None:
-                await self._import_and_dispatch(input)
-            else:
-                self._import, self._counts = input.resume.import_report, input.resume.counts
-                self._started_at = input.resume.started_at
-                self._set_status(MailingStatus.RUNNING)
-            while self._counts is None or self._counts.finished < self._import.valid:
-                self._counts = await workflow.execute_activity_method(
-                    ProgressActivities.await_progress,
-                    ProgressRequest(
-                        mailing_id=input.mailing_id,
-                        cascade=[s.channel for s in plan.steps],
-                        expected=self._import.valid,
-                        last_finished=self._counts.finished if self._counts else -1,
-                    ),
-                    start_to_close_timeout=timedelta(minutes=5),
-                    heartbeat_timeout=HEARTBEAT,
-                    retry_policy=RETRY,
-                )
-                if self._counts.finished < self._import.valid and workflow.info().is_continue_as_new_suggested():
-                    resume = MailingResume(import_report=self._import, counts=self._counts, started_at=self._started_at)
-                    workflow.continue_as_new(input.model_copy(update={"resume": resume}))
-            self._set_status(MailingStatus.COMPLETED)
+                await self._import(input)
+            await self._wait_for_start(input)
+            await self._dispatch(input)
+            await self._follow(input)
+            self._phase = self._final_status(input)
         except (ActivityError, ApplicationError) as error:
             cause = error.cause if isinstance(error, ActivityError) and error.cause else error
             self._error = str(cause)
-            self._set_status(MailingStatus.ABORTED)
+            self._phase = MailingStatus.ABORTED
+        if self._r.control.cancelled:
+            self._error = self._error or "cancelled by the user"
+        await workflow.wait_condition(lambda: self._r.broadcast >= self._r.control.version)
+        broadcaster.cancel()
         self._finished_at = workflow.now()
+        self._publish_status()
         return self.summary()
 
-    async def _import_and_dispatch(self, input: MailingInput) -> None:
-        """Import the recipients (counts reported at once), then start a cascade for each."""
-        self._set_status(MailingStatus.PROCESSING_CONTACTS)
-        self._import = await workflow.execute_activity_method(
+    async def _import(self, input: MailingInput) -> None:
+        """Import the recipients; their counts are in the summary at once."""
+        self._set_phase(MailingStatus.PROCESSING_CONTACTS)
+        self._r.import_report = await workflow.execute_activity_method(
             RecipientActivities.import_recipients,
             ImportRequest(mailing_id=input.mailing_id, spec=input.spec),
             start_to_close_timeout=timedelta(hours=1),
             retry_policy=IMPORT_RETRY,
         )
-        if self._import.valid == 0:
+        if self._r.import_report.valid == 0:
             raise ApplicationError("the recipients hold no valid number", non_retryable=True)
-        assert self._import.stored_list is not None
-        self._set_status(MailingStatus.RUNNING)
-        await workflow.execute_activity_method(
-            DispatchActivities.dispatch,
-            DispatchRequest(
-                mailing_id=input.mailing_id, plan=input.spec.cascade(), stored_list=self._import.stored_list
-            ),
-            start_to_close_timeout=timedelta(days=7),
-            heartbeat_timeout=HEARTBEAT,
-            retry_policy=RETRY,
+
+    async def _wait_for_start(self, input: MailingInput) -> None:
+        """A delayed start: a durable timer (visible in the UI) until `start_at`; cancel ends it early."""
+        start_at = input.spec.start_at
+        if start_at is None or workflow.now() >= start_at:
+            return
+        self._set_phase(MailingStatus.WAITING)
+        await self._hold(start_at - workflow.now(), lambda: self._r.control.cancelled)
+
+    async def _dispatch(self, input: MailingInput) -> None:
+        """Start the recipients chunk by chunk: at the speed, inside the window, never while paused."""
+        spec, r = input.spec, self._r
+        interval = spec.speed.interval if spec.speed else None
+        limit = CHUNK_MAX if interval is None else max(1, math.ceil(CHUNK_SECONDS / interval.total_seconds()))
+        while not r.dispatched:
+            await workflow.wait_condition(lambda: not r.control.paused or r.control.cancelled)
+            now = workflow.now()
+            if r.control.cancelled:
+                return
+            if spec.end_at is not None and now >= spec.end_at:
+                r.end_reached = True
+                return
+            window = await self._mailing_window(input, now)
+            if window is None:
+                r.end_reached = True  # no allowed window opens before the end date
+                return
+            if window.start > now:
+                self._set_phase(MailingStatus.PAUSED_BY_SCHEDULE)
+                await self._hold(window.start - now)
+                continue
+            if r.next_start is not None and (r.next_start - now).total_seconds() > CHUNK_SECONDS:
+                await self._hold(r.next_start - now)  # a slow speed: wait here, where pause can interrupt
+                continue
+            self._set_phase(MailingStatus.RUNNING)
+            ends = [moment for moment in (window.end, spec.end_at) if moment is not None]
+            request = DispatchRequest(
+                mailing_id=input.mailing_id,
+                plan=spec.cascade(),
+                stored_list=_stored_list(r.import_report),
+                position=r.position,
+                limit=limit,
+                interval=interval,
+                not_before=r.next_start,
+                until=min(ends) if ends else None,
+                window=None if spec.schedule.per_subscriber else window,
+            )
+            self._dispatching = True
+            try:
+                result = await workflow.execute_activity_method(
+                    DispatchActivities.dispatch,
+                    request,
+                    start_to_close_timeout=timedelta(seconds=limit * (interval or timedelta()).total_seconds())
+                    + timedelta(minutes=10),
+                    heartbeat_timeout=HEARTBEAT,
+                    retry_policy=RETRY,
+                )
+            finally:
+                self._dispatching = False
+            r.position, r.next_start, r.dispatched = result.position, result.next_start, result.exhausted
+            self._continue_as_new_if_long(input)
+
+    async def _mailing_window(self, input: MailingInput, now: datetime) -> Window | None:
+        """The fixed-zone window now is in (or the next); for subscriber zones each recipient waits for its own."""
+        schedule = input.spec.schedule
+        if schedule.per_subscriber or schedule.always_open:
+            end = input.spec.end_at
+            return Window(start=now, end=end) if end else Window(start=now, end=now + timedelta(days=3650))
+        return await workflow.execute_local_activity(
+            next_send_window,
+            WindowRequest(schedule=schedule, zones=[schedule.timezone], at=now, end_at=input.spec.end_at),
+            start_to_close_timeout=timedelta(seconds=10),
         )
 
-    def _set_status(self, status: MailingStatus) -> None:
-        self._status = status
-        workflow.upsert_search_attributes([MAILING_STATUS.value_set(status.value)])
+    async def _follow(self, input: MailingInput) -> None:
+        """Wait until every started recipient's cascade is decided, refreshing the figures as they change."""
+        r = self._r
+        if not r.end_reached and not r.control.cancelled:
+            self._set_phase(MailingStatus.RUNNING)
+        while r.counts is None or r.counts.finished < r.position:
+            r.counts = await workflow.execute_activity_method(
+                ProgressActivities.await_progress,
+                ProgressRequest(
+                    mailing_id=input.mailing_id,
+                    cascade=[s.channel for s in input.spec.steps],
+                    expected=r.position,
+                    last_finished=r.counts.finished if r.counts else -1,
+                ),
+                start_to_close_timeout=timedelta(minutes=5),
+                heartbeat_timeout=HEARTBEAT,
+                retry_policy=RETRY,
+            )
+            if r.counts.finished < r.position:
+                self._continue_as_new_if_long(input)
+
+    def _final_status(self, input: MailingInput) -> MailingStatus:
+        r, end_at = self._r, input.spec.end_at
+        if r.control.cancelled:
+            return MailingStatus.ABORTED
+        cut_by_end = r.counts is not None and r.counts.outcomes.get("not_sent", 0) > 0
+        if r.end_reached or (end_at is not None and workflow.now() >= end_at and cut_by_end):
+            return MailingStatus.COMPLETED_BY_END_DATE
+        return MailingStatus.COMPLETED
+
+    async def _broadcast_controls(self) -> None:
+        """Pass each pause/resume/cancel on to the running recipients, once no dispatch chunk is in flight."""
+        r = self._r
+        while True:
+            await workflow.wait_condition(lambda: r.control.version > r.broadcast and not self._dispatching)
+            control = r.control
+            await workflow.execute_activity_method(
+                ControlActivities.broadcast,
+                BroadcastRequest(mailing_id=self._input.mailing_id, control=control),
+                start_to_close_timeout=timedelta(minutes=30),
+                heartbeat_timeout=timedelta(minutes=2),
+                retry_policy=RETRY,
+            )
+            r.broadcast = control.version
+
+    async def _hold(self, limit: timedelta, until: Callable[[], bool] | None = None) -> None:
+        """A durable timer that a pause, resume or cancel (or `until()`) interrupts."""
+        version = self._r.control.version
+
+        def woken() -> bool:
+            return self._r.control.version != version or (until is not None and until())
+
+        with contextlib.suppress(TimeoutError):
+            await workflow.wait_condition(woken, timeout=limit)
+
+    def _continue_as_new_if_long(self, input: MailingInput) -> None:
+        """A long mailing (days of paced dispatch) starts a fresh history, carrying its state over."""
+        if workflow.info().is_continue_as_new_suggested() and self._r.broadcast >= self._r.control.version:
+            self._r.status = self._phase.value
+            workflow.continue_as_new(input.model_copy(update={"resume": self._r}))
+
+    def _set_phase(self, phase: MailingStatus) -> None:
+        self._phase = phase
+        self._publish_status()
+
+    def _publish_status(self) -> None:
+        status = self.status.value
+        if status != self._published:
+            self._published = status
+            workflow.upsert_search_attributes([MAILING_STATUS.value_set(status)])
+
+
+def _stored_list(report: ImportReport) -> Path:
+    if report.stored_list is None:
+        raise ApplicationError("the import stored no list", non_retryable=True)
+    return report.stored_list

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from functools import partial
@@ -12,9 +13,19 @@ from temporalio.common import RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.schedule import next_send_window
     from activities.send import SendActivities
-    from domain.models import DeliveryReport, RecipientInput, RecipientState, SendRequest, StepState
+    from domain.models import (
+        Control,
+        DeliveryReport,
+        RecipientInput,
+        RecipientState,
+        SendRequest,
+        StepState,
+        WindowRequest,
+    )
     from domain.refs import ClientRef
+    from domain.schedule import Window
     from domain.status import CascadeStatus, MessageStatus, advance
     from domain.template import render
     from workflows.search_attributes import CASCADE_STATUS, DELIVERED_CHANNEL, STEP_MILESTONES
@@ -43,6 +54,19 @@ class RecipientCascadeWorkflow:
             ],
         )
         self._published: tuple[str, str, list[str]] | None = None
+        self._control = Control()
+        self._window: Window | None = input.window
+        self._zones = input.zones or [
+            input.plan.schedule.fallback_timezone
+            if input.plan.schedule.per_subscriber
+            else input.plan.schedule.timezone
+        ]
+
+    @workflow.signal
+    def control(self, control: Control) -> None:
+        """The mailing was paused, resumed or cancelled; an older or repeated control changes nothing."""
+        if control.version > self._control.version:
+            self._control = control
 
     @workflow.signal
     def report(self, report: DeliveryReport) -> None:
@@ -66,9 +90,15 @@ class RecipientCascadeWorkflow:
     @workflow.run
     async def run(self, input: RecipientInput) -> RecipientState:
         self._state.status = CascadeStatus.IN_PROGRESS
+        end_at = input.plan.end_at
         for index, step_spec in enumerate(input.plan.steps):
             if self._delivered_step() is not None:
                 break  # a late report of an earlier step already reached its status
+            refusal = await self._may_send(input)
+            if refusal is not None:
+                for step in self._state.steps[index:]:
+                    self._move(step, MessageStatus.NOT_SENT, refusal, None)
+                break
             self._state.current_step = index
             step = self._state.steps[index]
             await self._send(
@@ -81,12 +111,44 @@ class RecipientCascadeWorkflow:
                 ),
             )
             self._publish()
-            step.timed_out = not await self._wait(partial(self._step_decided, index), step_spec.wait)
+            wait = step_spec.wait if end_at is None else min(step_spec.wait, end_at - workflow.now())
+            step.timed_out = not await self._wait(partial(self._step_decided_or_cancelled, index), wait)
         self._finish()
         # Stay open a while so that late reports of earlier steps are recorded, not lost.
         await self._wait(lambda: all(s.settled for s in self._state.steps), input.plan.late_reports)
         self._publish()
         return self._state
+
+    async def _may_send(self, input: RecipientInput) -> str | None:
+        """Wait until a send is allowed: inside a window, not paused. The reason it never will be, or None."""
+        schedule, end_at = input.plan.schedule, input.plan.end_at
+        while True:
+            now = workflow.now()
+            if self._control.cancelled:
+                return "cancelled"
+            if end_at is not None and now >= end_at:
+                return "end date reached"
+            until_end = end_at - now if end_at is not None else None
+            if self._control.paused:
+                await self._hold(lambda: not self._control.paused, until_end)
+                continue
+            if schedule.always_open or (self._window is not None and self._window.contains(now)):
+                return None
+            self._window = await workflow.execute_local_activity(
+                next_send_window,
+                WindowRequest(schedule=schedule, zones=self._zones, at=now, end_at=end_at),
+                start_to_close_timeout=timedelta(seconds=10),
+            )
+            if self._window is None:
+                return "no allowed window before the end date"
+            if self._window.start > now:
+                await self._hold(lambda: False, self._window.start - now)
+
+    async def _hold(self, until: Callable[[], bool], limit: timedelta | None) -> None:
+        """Sleep (a durable timer) until `until()`, a control change or `limit`, whichever comes first."""
+        control = self._control
+        with contextlib.suppress(TimeoutError):
+            await workflow.wait_condition(lambda: until() or self._control is not control, timeout=limit)
 
     async def _wait(self, condition: Callable[[], bool], limit: timedelta) -> bool:
         """Wait for `condition` up to `limit` (a durable timer); False when the time ran out.
@@ -146,6 +208,9 @@ class RecipientCascadeWorkflow:
         else:
             step.failed_at = when
             step.error = error
+
+    def _step_decided_or_cancelled(self, index: int) -> bool:
+        return self._step_decided(index) or self._control.cancelled
 
     def _step_decided(self, index: int) -> bool:
         """Step `index` needs no more waiting: some step succeeded, or this one failed for good."""
