@@ -43,8 +43,8 @@ RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=time
 IMPORT_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=5)
 # A dispatch chunk lasts about this long (or starts CHUNK_MAX recipients): pause, cancel and the end of a
 # window take effect on dispatching within it.
-CHUNK_SECONDS = 5.0
-CHUNK_MAX = 500
+CHUNK_SECONDS = 1.0
+CHUNK_MAX = 100
 
 
 class MailingStatus(StrEnum):
