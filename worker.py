@@ -7,7 +7,10 @@ start as many as you need, on as many machines as share the data folder.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import httpx
 from temporalio.client import Client
@@ -20,6 +23,7 @@ from activities.progress import ProgressActivities
 from activities.recipients import RecipientActivities
 from activities.schedule import next_send_window
 from activities.send import SendActivities
+from domain.refs import send_task_queue
 from providers.registry import build_registry
 from runtime.settings import Settings
 from runtime.temporal import connect
@@ -37,16 +41,20 @@ SANDBOX = SandboxedWorkflowRunner(
 )
 
 
-def build_worker(client: Client, settings: Settings, http: httpx.AsyncClient) -> Worker:
-    """Wire every activity to its dependencies; tests call this too, so they run the real wiring."""
+def build_workers(client: Client, settings: Settings, http: httpx.AsyncClient) -> list[Worker]:
+    """Wire every activity to its dependencies; tests call this too, so they run the real wiring.
+
+    The main task queue runs the workflows and the bookkeeping activities. Each provider has a send task
+    queue of its own whose rate the server caps across all workers (`max_task_queue_activities_per_second`).
+    """
     providers = build_registry(settings, http)
-    return Worker(
+    send = SendActivities(providers).send
+    main = Worker(
         client,
         task_queue=settings.task_queue,
         workflows=[MailingWorkflow, RecipientCascadeWorkflow],
         workflow_runner=SANDBOX,
         activities=[
-            SendActivities(providers).send,
             RecipientActivities(settings.data_dir).import_recipients,
             DispatchActivities(client, settings.task_queue).dispatch,
             ProgressActivities(client).await_progress,
@@ -54,13 +62,32 @@ def build_worker(client: Client, settings: Settings, http: httpx.AsyncClient) ->
             next_send_window,
         ],
     )
+    senders = [
+        Worker(
+            client,
+            task_queue=send_task_queue(settings.task_queue, name),
+            activities=[send],
+            max_task_queue_activities_per_second=settings.provider_rate(name),
+        )
+        for name in providers
+    ]
+    return [main, *senders]
+
+
+@asynccontextmanager
+async def running_workers(client: Client, settings: Settings, http: httpx.AsyncClient) -> AsyncIterator[None]:
+    """All of kaskad's workers, running for the duration of the block."""
+    async with contextlib.AsyncExitStack() as stack:
+        for worker in build_workers(client, settings, http):
+            await stack.enter_async_context(worker)
+        yield
 
 
 async def main() -> None:
     settings = Settings()
     client = await connect(settings)
     async with httpx.AsyncClient(timeout=10) as http:
-        await build_worker(client, settings, http).run()
+        await asyncio.gather(*(worker.run() for worker in build_workers(client, settings, http)))
 
 
 if __name__ == "__main__":

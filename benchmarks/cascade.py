@@ -109,6 +109,7 @@ async def main() -> None:
             sandbox_port=free_port(),
             sandbox_report_delay=0.0,
             webhook_secret=SecretStr("bench"),
+            provider_rates={"sandbox": 10_000},  # measure the path, not the cap
         )
         async with embedded_stack(settings, ui=False) as stack:
             full, minimal = [], []

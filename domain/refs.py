@@ -43,3 +43,8 @@ class ClientRef:
         if not match:
             raise ValueError(f"not a kaskad client reference: {text[:120]!r}")
         return cls(match["mailing"], match["phone"], int(match["step"]))
+
+
+def send_task_queue(task_queue: str, provider: str) -> str:
+    """The task queue a provider's sends go through: one per provider, so the server caps each one's rate."""
+    return f"{task_queue}-send-{provider}"

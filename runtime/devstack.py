@@ -22,7 +22,7 @@ from runtime.servers import running
 from runtime.settings import Settings
 from runtime.temporal import sdk_runtime
 from sandbox.app import SandboxConfig, create_app
-from worker import build_worker
+from worker import running_workers
 from workflows import search_attributes
 
 # Durable and ~3x faster than SQLite's defaults on these machines (see the Temporal notes).
@@ -96,6 +96,6 @@ async def embedded_stack(settings: Settings, *, ui: bool = True) -> AsyncIterato
         async with (
             running(sandbox, settings.sandbox_host, settings.sandbox_port),
             running(gateway, settings.gateway_host, settings.gateway_port),
-            build_worker(env.client, settings, http),
+            running_workers(env.client, settings, http),
         ):
             yield Stack(env.client, settings)

@@ -28,6 +28,11 @@ class Settings(BaseSettings):
     gateway_public_url: str | None = None
     webhook_secret: SecretStr = SecretStr("sandbox-webhook-secret")
 
+    # Per-provider throughput caps, messages per second across all workers (enforced by the Temporal server on
+    # each provider's send task queue), e.g. KASKAD_PROVIDER_RATES='{"sandbox": 100}'.
+    provider_rates: dict[str, float] = {}
+    default_provider_rate: float = 100.0
+
     # Built-in sandbox provider.
     sandbox_host: str = "127.0.0.1"
     sandbox_port: int = 8090
@@ -37,6 +42,9 @@ class Settings(BaseSettings):
     # Embedded dev server.
     dev_db_file: Path = Path(".kaskad/temporal.db")
     dev_ui_port: int = 8233
+
+    def provider_rate(self, provider: str) -> float:
+        return self.provider_rates.get(provider, self.default_provider_rate)
 
     @property
     def webhook_base_url(self) -> str:

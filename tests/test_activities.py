@@ -25,6 +25,7 @@ from providers.sandbox import SandboxAdapter
 from runtime.devstack import Stack
 from starter import start_mailing
 from tests.test_e2e import cli, write_spec
+from worker import build_workers
 
 pytestmark = pytest.mark.e2e
 PHONES = [f"+7999123000{i}" for i in range(5)]
@@ -145,3 +146,13 @@ async def test_a_mailing_started_without_a_valid_number_is_aborted_with_the_reas
     summary = await handle.result()
     assert summary.status == "aborted" and summary.error == "the recipients hold no valid number"
     assert summary.recipients == {"total": 2, "valid": 0, "invalid": 2, "duplicates": 0}
+
+
+async def test_each_provider_sends_through_its_own_rate_capped_task_queue(stack: Stack) -> None:
+    settings = stack.settings.model_copy(update={"task_queue": "wiring", "provider_rates": {"sandbox": 7.5}})
+    async with httpx.AsyncClient() as http:
+        workers = build_workers(stack.client, settings, http)
+    by_queue = {worker.task_queue: worker.config() for worker in workers}
+    assert set(by_queue) == {"wiring", "wiring-send-sandbox"}
+    assert by_queue["wiring-send-sandbox"].get("max_task_queue_activities_per_second") == 7.5
+    assert by_queue["wiring"].get("max_task_queue_activities_per_second") is None

@@ -20,7 +20,7 @@ from temporalio.worker import Worker
 
 from activities.send import SendActivities
 from domain.models import DeliveryReport, RecipientInput, RecipientState, SendRequest, SendResult
-from domain.refs import ClientRef
+from domain.refs import ClientRef, send_task_queue
 from domain.spec import CascadePlan, Step
 from domain.status import CascadeStatus, Channel, MessageStatus
 from providers.base import ProviderAdapter, ProviderUnavailable
@@ -105,11 +105,13 @@ async def cascade_factory(time_skipping_env: WorkflowEnvironment) -> AsyncIterat
     provider = RecordingProvider()
     queue = f"cascade-{uuid.uuid4().hex[:8]}"
     started: list[Cascade] = []
-    async with Worker(
-        time_skipping_env.client,
-        task_queue=queue,
-        workflows=[RecipientCascadeWorkflow],
-        activities=[SendActivities({"sandbox": cast(ProviderAdapter, provider)}).send],
+    async with (
+        Worker(time_skipping_env.client, task_queue=queue, workflows=[RecipientCascadeWorkflow]),
+        Worker(
+            time_skipping_env.client,
+            task_queue=send_task_queue(queue, "sandbox"),
+            activities=[SendActivities({"sandbox": cast(ProviderAdapter, provider)}).send],
+        ),
     ):
 
         async def start(phone: str = "+79990000001", viber_expect: MessageStatus = D) -> Cascade:

@@ -20,6 +20,7 @@ from temporalio.worker import Worker
 from activities.schedule import next_send_window
 from activities.send import SendActivities
 from domain.models import Control, RecipientInput, RecipientState
+from domain.refs import send_task_queue
 from domain.schedule import Schedule
 from domain.spec import CascadePlan, Step
 from domain.status import CascadeStatus, Channel, MessageStatus
@@ -51,11 +52,18 @@ async def timed(time_skipping_env: WorkflowEnvironment) -> AsyncIterator[StartTi
     provider = RecordingProvider()
     queue = f"timed-{uuid.uuid4().hex[:8]}"
     started: list[Cascade] = []
-    async with Worker(
-        time_skipping_env.client,
-        task_queue=queue,
-        workflows=[RecipientCascadeWorkflow],
-        activities=[SendActivities({"sandbox": cast(ProviderAdapter, provider)}).send, next_send_window],
+    async with (
+        Worker(
+            time_skipping_env.client,
+            task_queue=queue,
+            workflows=[RecipientCascadeWorkflow],
+            activities=[next_send_window],  # a local activity: on the workflow's worker
+        ),
+        Worker(
+            time_skipping_env.client,
+            task_queue=send_task_queue(queue, "sandbox"),
+            activities=[SendActivities({"sandbox": cast(ProviderAdapter, provider)}).send],
+        ),
     ):
 
         async def start(plan: CascadePlan, zones: list[str] | None = None) -> Cascade:

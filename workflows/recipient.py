@@ -24,7 +24,7 @@ with workflow.unsafe.imports_passed_through():
         StepState,
         WindowRequest,
     )
-    from domain.refs import ClientRef
+    from domain.refs import ClientRef, send_task_queue
     from domain.schedule import Window
     from domain.status import CascadeStatus, MessageStatus, advance
     from domain.template import render
@@ -176,6 +176,7 @@ class RecipientCascadeWorkflow:
             result = await workflow.execute_activity_method(
                 SendActivities.send,
                 request,
+                task_queue=send_task_queue(workflow.info().task_queue, request.provider),
                 start_to_close_timeout=timedelta(seconds=30),
                 schedule_to_close_timeout=SEND_GIVE_UP_AFTER,
                 retry_policy=SEND_RETRY,
