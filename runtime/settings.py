@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from pydantic import SecretStr
@@ -42,6 +43,18 @@ class Settings(BaseSettings):
     # Embedded dev server.
     dev_db_file: Path = Path(".kaskad/temporal.db")
     dev_ui_port: int = 8233
+
+    def process_env(self) -> dict[str, str]:
+        """Environment that points another kaskad process (a CLI, a second worker) at this stack."""
+        return {
+            "KASKAD_TEMPORAL_ADDRESS": self.temporal_address,
+            "KASKAD_TASK_QUEUE": self.task_queue,
+            "KASKAD_DATA_DIR": str(self.data_dir),
+            "KASKAD_GATEWAY_PORT": str(self.gateway_port),
+            "KASKAD_SANDBOX_PORT": str(self.sandbox_port),
+            "KASKAD_WEBHOOK_SECRET": self.webhook_secret.get_secret_value(),
+            "KASKAD_PROVIDER_RATES": json.dumps(self.provider_rates),
+        }
 
     def provider_rate(self, provider: str) -> float:
         return self.provider_rates.get(provider, self.default_provider_rate)

@@ -68,11 +68,4 @@ async def stack(stack_settings: Settings) -> AsyncIterator[Stack]:
 
 def stack_env(settings: Settings) -> dict[str, str]:
     """Environment that points a CLI subprocess at the test stack."""
-    return {
-        "KASKAD_TEMPORAL_ADDRESS": settings.temporal_address,
-        "KASKAD_TASK_QUEUE": settings.task_queue,
-        "KASKAD_DATA_DIR": str(settings.data_dir),
-        "KASKAD_GATEWAY_PORT": str(settings.gateway_port),
-        "KASKAD_SANDBOX_PORT": str(settings.sandbox_port),
-        "KASKAD_WEBHOOK_SECRET": settings.webhook_secret.get_secret_value(),
-    }
+    return settings.process_env()
