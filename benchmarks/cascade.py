@@ -56,6 +56,7 @@ async def run_full(client: Client, settings: Settings, n: int) -> float:
             "name": "bench",
             "numbers": numbers,
             "late_reports": "0s",
+            "schedule": {"hours": "00:00-24:00"},  # any hour of the day
             "steps": [{"channel": "sms", "sender": "Bench", "text": "hi", "wait": "10m"}],
         }
     )

@@ -132,3 +132,23 @@ async def test_lifecycle_commands_name_an_unknown_mailing(stack: Stack) -> None:
 async def test_start_refuses_an_end_date_in_the_past(stack: Stack, tmp_path: Path) -> None:
     code, _, err = await cli(stack.settings, "start", str(timed_spec(tmp_path, 'end_at = "2020-01-01T10:00"')))
     assert code == 1 and "end_at: 2020-01-01T10:00:00+03:00 is in the past" in err
+
+
+async def test_outside_the_allowed_hours_the_mailing_is_paused_by_schedule(stack: Stack, tmp_path: Path) -> None:
+    opens = datetime.now(UTC) + timedelta(hours=2)
+    closes = opens + timedelta(hours=1)
+    spec = timed_spec(tmp_path, "", TEN_NUMBERS[:2])
+    spec.write_text(
+        spec.read_text().replace('hours = "00:00-24:00"', f'hours = "{opens:%H:%M}-{closes:%H:%M}"\ntimezone = "UTC"'),
+        encoding="utf-8",
+    )
+    mailing_id = await start(stack, spec)
+    paused = await until_status(stack, mailing_id, "paused_by_schedule")
+    assert paused["dispatched"] == 0 and paused["schedule"].endswith(f"{opens:%H:%M}-{closes:%H:%M} UTC")
+    code, out, _ = await cli(stack.settings, "cancel", mailing_id)
+    assert out.strip() == f"mailing {mailing_id}: cancelled"
+    assert code == 0
+    handle = stack.client.get_workflow_handle_for(MailingWorkflow.run, mailing_workflow_id(mailing_id))
+    summary = await asyncio.wait_for(handle.result(), timeout=30)
+    assert summary.status == "aborted" and summary.not_started == 2
+    assert await sandbox_messages(stack.settings, mailing_id) == []

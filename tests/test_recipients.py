@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -491,3 +492,46 @@ def test_csv_progress_is_reported_up_to_the_end(tmp_path: Path) -> None:
     seen: list[float] = []
     assert sum(1 for _ in read_file(path, progress=seen.append).records) == 25_000
     assert len(seen) >= 3 and seen == sorted(seen) and seen[-1] == 1.0
+
+
+# --- subscriber time zones ----------------------------------------------------------------------------------
+
+
+def subscriber_spec(path: Path, hours: str) -> MailingSpec:
+    return MailingSpec.model_validate(
+        {
+            "name": "Zones",
+            "recipients": path,
+            "schedule": {"timezone": "subscriber", "hours": hours},
+            "steps": [sms_step("Hi")],
+        }
+    )
+
+
+def test_subscriber_zones_come_from_the_file_or_from_the_number(tmp_path: Path) -> None:
+    path = tmp_path / "list.csv"
+    path.write_text(
+        "phone,timezone\n+79990000001,Asia/Novosibirsk\n+79990000002,\n+79990000003,Mars/Base\n+442079460000,\n",
+        encoding="utf-8",
+    )
+    spec = subscriber_spec(path, "10:00-23:00").model_copy(update={"keep_landlines": True})
+    report = import_recipients(spec, tmp_path / "data", "zones", now=datetime(2026, 12, 1, tzinfo=UTC))
+    assert report.invalid_by_reason == {"unknown time zone": 1}
+    assert report.rejected_sample[0].reason == "unknown time zone: 'Mars/Base'"
+    assert report.stored_list is not None
+    zones = {r.phone: r.zones for r in read_stored(report.stored_list)}
+    assert zones["+79990000001"] == ["Asia/Novosibirsk"]
+    assert zones["+79990000002"] is not None and len(zones["+79990000002"]) > 10  # a Russian mobile: 16 zones
+    assert zones["+442079460000"] == ["Europe/London"]
+    assert report.zone_fallback == 0
+
+
+def test_zones_without_a_common_window_fall_back_and_are_counted(tmp_path: Path) -> None:
+    path = tmp_path / "list.csv"
+    path.write_text("phone\n+79990000001\n+79990000002\n", encoding="utf-8")
+    report = import_recipients(
+        subscriber_spec(path, "18:00-21:00"), tmp_path / "data", "evening", now=datetime(2026, 12, 1, tzinfo=UTC)
+    )
+    assert report.valid == 2 and report.zone_fallback == 2
+    assert report.stored_list is not None
+    assert [r.zones for r in read_stored(report.stored_list)] == [["Europe/Moscow"], ["Europe/Moscow"]]
