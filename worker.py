@@ -24,7 +24,7 @@ from activities.recipients import RecipientActivities
 from activities.schedule import next_send_window
 from activities.send import SendActivities
 from domain.refs import send_task_queue
-from providers.registry import build_registry
+from providers.registry import build_registry, provider_rates
 from runtime.settings import Settings
 from runtime.temporal import connect
 from workflows.mailing import MailingWorkflow
@@ -48,6 +48,7 @@ def build_workers(client: Client, settings: Settings, http: httpx.AsyncClient) -
     queue of its own whose rate the server caps across all workers (`max_task_queue_activities_per_second`).
     """
     providers = build_registry(settings, http)
+    rates = provider_rates(settings)
     send = SendActivities(providers).send
     main = Worker(
         client,
@@ -67,7 +68,7 @@ def build_workers(client: Client, settings: Settings, http: httpx.AsyncClient) -
             client,
             task_queue=send_task_queue(settings.task_queue, name),
             activities=[send],
-            max_task_queue_activities_per_second=settings.provider_rate(name),
+            max_task_queue_activities_per_second=rates.get(name, settings.default_provider_rate),
         )
         for name in providers
     ]

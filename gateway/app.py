@@ -17,7 +17,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from domain.models import DeliveryReport
 from domain.refs import ClientRef
-from providers.base import ParsedReport, ProviderAdapter, WebhookRejected
+from providers.base import ParsedReport, ProviderAdapter, WebhookRejected, WebhookRequest
 from workflows.recipient import RecipientCascadeWorkflow
 
 log = logging.getLogger("kaskad.gateway")
@@ -38,7 +38,14 @@ def create_gateway(client: Client, providers: Mapping[str, ProviderAdapter]) -> 
         if body is None:
             return JSONResponse({"error": f"body over {MAX_BODY_BYTES} bytes"}, status_code=413)
         try:
-            reports = adapter.parse_webhook(body, request.headers)
+            reports = adapter.parse_webhook(
+                WebhookRequest(
+                    body=body,
+                    headers={k.lower(): v for k, v in request.headers.items()},
+                    query=request.url.query,
+                    client_ip=request.client.host if request.client else None,
+                )
+            )
         except WebhookRejected as exc:
             log.warning("%s webhook refused (%s): %s", provider, exc.status_code, exc.reason)
             return JSONResponse({"error": exc.reason}, status_code=exc.status_code)

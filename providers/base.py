@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
+from urllib.parse import parse_qsl
 
 from domain.models import SendRequest, SendResult
 from domain.status import MessageStatus
@@ -29,6 +30,23 @@ class WebhookRejected(Exception):
 
 
 @dataclass(frozen=True)
+class WebhookRequest:
+    """A delivery-report request as the gateway received it.
+
+    `query` is the raw query string: providers without signatures are authenticated by a secret in the
+    callback URL, and Twilio signs the full URL. `client_ip` serves the optional IP allow-lists.
+    """
+
+    body: bytes
+    headers: Mapping[str, str]  # keys in lower case
+    query: str = ""
+    client_ip: str | None = None
+
+    def query_params(self) -> dict[str, str]:
+        return dict(parse_qsl(self.query, keep_blank_values=True))
+
+
+@dataclass(frozen=True)
 class ParsedReport:
     """One delivery report in our terms; `client_ref` is the reference we gave the provider."""
 
@@ -47,6 +65,6 @@ class ProviderAdapter(Protocol):
         return `SendResult(rejected=…)` for a permanent refusal."""
         ...
 
-    def parse_webhook(self, body: bytes, headers: Mapping[str, str]) -> list[ParsedReport]:
+    def parse_webhook(self, request: WebhookRequest) -> list[ParsedReport]:
         """Verify authenticity and parse a delivery-report request; raise WebhookRejected if bad."""
         ...

@@ -1,18 +1,48 @@
-"""Builds the configured provider adapters by name."""
+"""Builds the provider adapters by account name: the built-in sandbox, and the accounts of the providers file."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from typing import Any
+
 import httpx
 
+from providers import infobip, rapporto, twilio, vonage
+from providers.accounts import AccountError, load_accounts
 from providers.base import ProviderAdapter
 from providers.sandbox import SandboxAdapter
 from runtime.settings import Settings
 
+# type → build(account name, account table, http client, webhook URL) → adapter
+ADAPTER_TYPES: dict[str, Callable[[str, Mapping[str, Any], httpx.AsyncClient, str], ProviderAdapter]] = {
+    "vonage": vonage.build,
+    "infobip": infobip.build,
+    "twilio": twilio.build,
+    "rapporto": rapporto.build,
+}
+
 
 def build_registry(settings: Settings, http: httpx.AsyncClient) -> dict[str, ProviderAdapter]:
     """Every adapter this deployment can send through, keyed by the name a spec uses."""
-    webhook = f"{settings.webhook_base_url}/webhooks"
-    secret = settings.webhook_secret.get_secret_value()
-    return {
-        "sandbox": SandboxAdapter(http, settings.sandbox_base_url, f"{webhook}/sandbox", secret),
+    webhooks = f"{settings.webhook_base_url}/webhooks"
+    registry: dict[str, ProviderAdapter] = {
+        "sandbox": SandboxAdapter(
+            http, settings.sandbox_base_url, f"{webhooks}/sandbox", settings.webhook_secret.get_secret_value()
+        ),
     }
+    for name, account in accounts(settings).items():
+        build = ADAPTER_TYPES.get(str(account["type"]))
+        if build is None:
+            raise AccountError(f"{name}.type: {account['type']!r} is not one of {', '.join(ADAPTER_TYPES)}")
+        registry[name] = build(name, account, http, f"{webhooks}/{name}")
+    return registry
+
+
+def accounts(settings: Settings) -> dict[str, dict[str, Any]]:
+    return load_accounts(settings.providers_file) if settings.providers_file else {}
+
+
+def provider_rates(settings: Settings) -> dict[str, float]:
+    """Messages per second per account: the account's `rate`, else KASKAD_PROVIDER_RATES, else the default."""
+    rates = {name: float(a["rate"]) for name, a in accounts(settings).items() if a.get("rate") is not None}
+    return rates | settings.provider_rates  # the environment overrides the file

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Mapping
 from datetime import datetime
 
 import httpx
@@ -13,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from domain.models import SendRequest, SendResult
 from domain.status import MessageStatus
-from providers.base import ParsedReport, ProviderUnavailable, WebhookRejected
+from providers.base import ParsedReport, ProviderUnavailable, WebhookRejected, WebhookRequest
 
 SIGNATURE_HEADER = "X-Sandbox-Signature"
 
@@ -66,8 +65,9 @@ class SandboxAdapter:
             return SendResult(rejected=f"{response.status_code}: {response.json().get('error', response.text)}")
         return SendResult(message_id=response.json()["message_id"])
 
-    def parse_webhook(self, body: bytes, headers: Mapping[str, str]) -> list[ParsedReport]:
-        signature = headers.get(SIGNATURE_HEADER.lower(), "")
+    def parse_webhook(self, request: WebhookRequest) -> list[ParsedReport]:
+        body = request.body
+        signature = request.headers.get(SIGNATURE_HEADER.lower(), "")
         if not hmac.compare_digest(signature.encode(), sign(self._secret, body).encode()):
             raise WebhookRejected(401, f"missing or wrong {SIGNATURE_HEADER}")
         try:

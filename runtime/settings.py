@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     gateway_public_url: str | None = None
     webhook_secret: SecretStr = SecretStr("sandbox-webhook-secret")
 
+    # Provider accounts (Vonage, Infobip, Twilio, Rapporto): a TOML file, see providers/accounts.py.
+    providers_file: Path | None = None
+
     # Per-provider throughput caps, messages per second across all workers (enforced by the Temporal server on
     # each provider's send task queue), e.g. KASKAD_PROVIDER_RATES='{"sandbox": 100}'.
     provider_rates: dict[str, float] = {}
@@ -55,9 +58,6 @@ class Settings(BaseSettings):
             "KASKAD_WEBHOOK_SECRET": self.webhook_secret.get_secret_value(),
             "KASKAD_PROVIDER_RATES": json.dumps(self.provider_rates),
         }
-
-    def provider_rate(self, provider: str) -> float:
-        return self.provider_rates.get(provider, self.default_provider_rate)
 
     @property
     def webhook_base_url(self) -> str:

@@ -53,7 +53,7 @@ class RecordingProvider:
             await self.on_send(request)
         return SendResult(message_id=f"msg-{request.client_ref}")
 
-    def parse_webhook(self, body: bytes, headers: object) -> list[object]:
+    def parse_webhook(self, request: object) -> list[object]:
         raise NotImplementedError
 
 
