@@ -37,13 +37,17 @@ def stored_list(folder: Path) -> Path:
     return path
 
 
-async def test_a_retried_dispatch_resumes_and_never_starts_anyone_twice(stack: Stack, tmp_path: Path) -> None:
-    mailing_id = f"dispatch-{uuid.uuid4().hex[:6]}"
-    plan = CascadePlan(
+def one_sms_plan() -> CascadePlan:
+    return CascadePlan(
         steps=[Step(channel=Channel.SMS, sender="S", text="hi", wait=timedelta(seconds=5))],
         provider="sandbox",
         late_reports=timedelta(0),
     )
+
+
+async def test_a_retried_dispatch_resumes_and_never_starts_anyone_twice(stack: Stack, tmp_path: Path) -> None:
+    mailing_id = f"dispatch-{uuid.uuid4().hex[:6]}"
+    plan = one_sms_plan()
     request = DispatchRequest(mailing_id=mailing_id, plan=plan, stored_list=stored_list(tmp_path))
     # A queue no worker polls: the recipients are started, never run.
     dispatch = DispatchActivities(stack.client, f"idle-{uuid.uuid4().hex[:6]}").dispatch
@@ -79,11 +83,7 @@ async def test_a_retried_dispatch_resumes_and_never_starts_anyone_twice(stack: S
 
 async def test_a_paced_dispatch_spaces_its_starts_and_stops_at_its_deadline(stack: Stack, tmp_path: Path) -> None:
     mailing_id = f"paced-{uuid.uuid4().hex[:6]}"
-    plan = CascadePlan(
-        steps=[Step(channel=Channel.SMS, sender="S", text="hi", wait=timedelta(seconds=5))],
-        provider="sandbox",
-        late_reports=timedelta(0),
-    )
+    plan = one_sms_plan()
     dispatch = DispatchActivities(stack.client, f"idle-{uuid.uuid4().hex[:6]}").dispatch
     interval = timedelta(milliseconds=300)
     began = datetime.now(UTC)

@@ -18,6 +18,7 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from activities.schedule import next_send_window
 from activities.send import SendActivities
 from domain.models import DeliveryReport, RecipientInput, RecipientState, SendRequest, SendResult
 from domain.refs import ClientRef, send_task_queue
@@ -100,36 +101,54 @@ class Cascade:
 StartCascade = Callable[..., Awaitable[Cascade]]
 
 
+class CascadeRunner:
+    """Workers for recipient workflows (with the window local activity) and for the provider's send queue;
+    starts recipients and terminates whatever is still open at the end."""
+
+    def __init__(self, env: WorkflowEnvironment) -> None:
+        self.env, self.provider, self.queue = env, RecordingProvider(), f"cascade-{uuid.uuid4().hex[:8]}"
+        self.started: list[Cascade] = []
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[CascadeRunner]:
+        client = self.env.client
+        async with (
+            Worker(client, task_queue=self.queue, workflows=[RecipientCascadeWorkflow], activities=[next_send_window]),
+            Worker(
+                client,
+                task_queue=send_task_queue(self.queue, "sandbox"),
+                activities=[SendActivities({"sandbox": cast(ProviderAdapter, self.provider)}).send],
+            ),
+        ):
+            yield self
+            # A workflow left open would hold timers whose tasks nobody polls, and such pending tasks stop
+            # the test server from skipping time for the next test.
+            for cascade in self.started:
+                with contextlib.suppress(RPCError):
+                    await cascade.handle.terminate("test finished")
+
+    async def start(self, recipient: RecipientInput) -> Cascade:
+        handle = await self.env.client.start_workflow(
+            RecipientCascadeWorkflow.run,
+            recipient,
+            id=f"mailing-m1/{recipient.phone}/{uuid.uuid4().hex[:6]}",
+            task_queue=self.queue,
+        )
+        self.started.append(Cascade(self.env, self.provider, handle))
+        return self.started[-1]
+
+
 @pytest.fixture
 async def cascade_factory(time_skipping_env: WorkflowEnvironment) -> AsyncIterator[StartCascade]:
-    provider = RecordingProvider()
-    queue = f"cascade-{uuid.uuid4().hex[:8]}"
-    started: list[Cascade] = []
-    async with (
-        Worker(time_skipping_env.client, task_queue=queue, workflows=[RecipientCascadeWorkflow]),
-        Worker(
-            time_skipping_env.client,
-            task_queue=send_task_queue(queue, "sandbox"),
-            activities=[SendActivities({"sandbox": cast(ProviderAdapter, provider)}).send],
-        ),
-    ):
+    async with CascadeRunner(time_skipping_env).running() as runner:
 
         async def start(phone: str = "+79990000001", viber_expect: MessageStatus = D) -> Cascade:
-            handle = await time_skipping_env.client.start_workflow(
-                RecipientCascadeWorkflow.run,
-                RecipientInput(mailing_id="m1", phone=phone, variables={"name": "Anna"}, plan=plan(viber_expect)),
-                id=f"mailing-m1/{phone}/{uuid.uuid4().hex[:6]}",
-                task_queue=queue,
+            variables = {"name": "Anna"}
+            return await runner.start(
+                RecipientInput(mailing_id="m1", phone=phone, variables=variables, plan=plan(viber_expect))
             )
-            started.append(Cascade(time_skipping_env, provider, handle))
-            return started[-1]
 
         yield start
-        # A workflow left open would hold timers whose tasks nobody polls, and such pending tasks stop
-        # the test server from skipping time for the next test.
-        for cascade in started:
-            with contextlib.suppress(RPCError):
-                await cascade.handle.terminate("test finished")
 
 
 # The sandbox table, written out independently of sandbox/outcomes.py:

@@ -6,26 +6,18 @@ The test server's clock moves ahead as tests skip time, so windows are placed re
 
 from __future__ import annotations
 
-import contextlib
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 import pytest
-from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
-from activities.schedule import next_send_window
-from activities.send import SendActivities
 from domain.models import Control, RecipientInput, RecipientState
-from domain.refs import send_task_queue
 from domain.schedule import Schedule
 from domain.spec import CascadePlan, Step
 from domain.status import CascadeStatus, Channel, MessageStatus
-from providers.base import ProviderAdapter
-from tests.test_cascade import Cascade, RecordingProvider
+from tests.test_cascade import Cascade, CascadeRunner
 from workflows.recipient import RecipientCascadeWorkflow
 
 StartTimed = Callable[..., Awaitable[Cascade]]
@@ -49,37 +41,12 @@ def timed_plan(*waits: timedelta, **plan: Any) -> CascadePlan:
 
 @pytest.fixture
 async def timed(time_skipping_env: WorkflowEnvironment) -> AsyncIterator[StartTimed]:
-    provider = RecordingProvider()
-    queue = f"timed-{uuid.uuid4().hex[:8]}"
-    started: list[Cascade] = []
-    async with (
-        Worker(
-            time_skipping_env.client,
-            task_queue=queue,
-            workflows=[RecipientCascadeWorkflow],
-            activities=[next_send_window],  # a local activity: on the workflow's worker
-        ),
-        Worker(
-            time_skipping_env.client,
-            task_queue=send_task_queue(queue, "sandbox"),
-            activities=[SendActivities({"sandbox": cast(ProviderAdapter, provider)}).send],
-        ),
-    ):
+    async with CascadeRunner(time_skipping_env).running() as runner:
 
         async def start(plan: CascadePlan, zones: list[str] | None = None) -> Cascade:
-            handle = await time_skipping_env.client.start_workflow(
-                RecipientCascadeWorkflow.run,
-                RecipientInput(mailing_id="m1", phone="+79990000001", plan=plan, zones=zones),
-                id=f"mailing-m1/+79990000001/{uuid.uuid4().hex[:6]}",
-                task_queue=queue,
-            )
-            started.append(Cascade(time_skipping_env, provider, handle))
-            return started[-1]
+            return await runner.start(RecipientInput(mailing_id="m1", phone="+79990000001", plan=plan, zones=zones))
 
         yield start
-        for cascade in started:
-            with contextlib.suppress(RPCError):
-                await cascade.handle.terminate("test finished")
 
 
 def sent_at(state: RecipientState, step: int) -> datetime:

@@ -11,13 +11,13 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import cast
 
 import pytest
 from temporalio import activity
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -26,7 +26,14 @@ from activities.dispatch import DispatchActivities
 from activities.recipients import RecipientActivities
 from activities.schedule import next_send_window
 from activities.send import SendActivities
-from domain.models import BroadcastRequest, MailingCounts, MailingInput, ProgressRequest, RecipientState
+from domain.models import (
+    BroadcastRequest,
+    MailingCounts,
+    MailingInput,
+    MailingSummary,
+    ProgressRequest,
+    RecipientState,
+)
 from domain.refs import mailing_workflow_id, recipient_workflow_id, send_task_queue
 from domain.spec import MailingSpec
 from domain.status import FINAL_CASCADE_STATUSES
@@ -113,24 +120,33 @@ def spec(start_at: str) -> MailingSpec:
     )
 
 
-async def test_a_delayed_start_days_ahead(
-    time_skipping_env: WorkflowEnvironment, mailing_worker: tuple[str, RecordingProvider]
-) -> None:
-    queue, provider = mailing_worker
-    start_at = (await time_skipping_env.get_current_time()) + timedelta(days=3)
+async def start_in_three_days(
+    env: WorkflowEnvironment, queue: str
+) -> tuple[WorkflowHandle[MailingWorkflow, MailingSummary], datetime]:
+    start_at = (await env.get_current_time()) + timedelta(days=3)
     mailing_id = f"later-{uuid.uuid4().hex[:6]}"
-    summary = await time_skipping_env.client.execute_workflow(
+    handle = await env.client.start_workflow(
         MailingWorkflow.run,
         MailingInput(mailing_id=mailing_id, spec=spec(start_at.isoformat())),
         id=mailing_workflow_id(mailing_id),
         task_queue=queue,
     )
+    return handle, start_at
+
+
+async def test_a_delayed_start_days_ahead(
+    time_skipping_env: WorkflowEnvironment, mailing_worker: tuple[str, RecordingProvider]
+) -> None:
+    queue, provider = mailing_worker
+    handle, start_at = await start_in_three_days(time_skipping_env, queue)
+    mailing_id = handle.id.removeprefix("mailing-")
+    summary = await handle.result()
     assert summary.status == "completed" and summary.dispatched == 3
     assert summary.outcomes == {"delivered": 0, "undelivered": 3, "not_sent": 0}  # nobody reported
     assert len(provider.requests) == 3
     for phone in NUMBERS:
-        handle = time_skipping_env.client.get_workflow_handle(recipient_workflow_id(mailing_id, phone))
-        state = await handle.query(RecipientCascadeWorkflow.state)
+        recipient = time_skipping_env.client.get_workflow_handle(recipient_workflow_id(mailing_id, phone))
+        state = await recipient.query(RecipientCascadeWorkflow.state)
         assert state.steps[0].sent_at is not None and state.steps[0].sent_at >= start_at
 
 
@@ -138,14 +154,7 @@ async def test_cancel_while_waiting_for_the_start_sends_nothing(
     time_skipping_env: WorkflowEnvironment, mailing_worker: tuple[str, RecordingProvider]
 ) -> None:
     queue, provider = mailing_worker
-    start_at = (await time_skipping_env.get_current_time()) + timedelta(days=3)
-    mailing_id = f"never-{uuid.uuid4().hex[:6]}"
-    handle = await time_skipping_env.client.start_workflow(
-        MailingWorkflow.run,
-        MailingInput(mailing_id=mailing_id, spec=spec(start_at.isoformat())),
-        id=mailing_workflow_id(mailing_id),
-        task_queue=queue,
-    )
+    handle, _ = await start_in_three_days(time_skipping_env, queue)
     for _ in range(100):
         if (await handle.query(MailingWorkflow.summary)).status == "waiting":
             break
