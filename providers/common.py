@@ -1,0 +1,87 @@
+"""What several adapters need alike: account validation, Retry-After, URL-secret webhooks, IP allow-lists."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+from pydantic import BaseModel, ValidationError
+
+from providers.accounts import AccountError
+from providers.base import WebhookRejected, WebhookRequest
+
+Config = TypeVar("Config", bound=BaseModel)
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def validate_account(model: type[Config], name: str, raw: Mapping[str, Any], whole: str = "account") -> Config:
+    """The account table as `model`; AccountError names every bad `account.field`, never its value (a secret,
+    perhaps). `whole` names a rule about several fields (a model-level validator)."""
+    try:
+        return model.model_validate(dict(raw))
+    except ValidationError as exc:
+        problems = [
+            f"{name}.{'.'.join(str(part) for part in error['loc']) or whole}: {error['msg']}"
+            for error in exc.errors(include_input=False, include_url=False)
+        ]
+        raise AccountError("; ".join(problems)) from None
+
+
+def retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """`Retry-After` as seconds from now: delta-seconds or an HTTP-date; None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def check_networks(values: list[str]) -> list[str]:
+    """A pydantic validator for `allowed_ips`: every entry an IP address or a CIDR network."""
+    for value in values:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IP address or CIDR network") from None
+    return values
+
+
+def ip_allowed(client_ip: str | None, networks: Sequence[Network]) -> bool:
+    if not client_ip:
+        return False
+    try:
+        address = ipaddress.ip_address(client_ip)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in networks)
+
+
+def with_secret(url: str, secret: str) -> str:
+    """The callback URL with `secret=…` in its query: how providers that do not sign reports are authenticated."""
+    return f"{url}{'&' if '?' in url else '?'}secret={quote(secret, safe='')}"
+
+
+def authenticate_by_url_secret(request: WebhookRequest, secret: str, allowed_ips: Sequence[str]) -> None:
+    """The `secret` query parameter (compared in constant time) and, when configured, the source address."""
+    given = request.query_params().get("secret", "")
+    if not hmac.compare_digest(given.encode(), secret.encode()):
+        raise WebhookRejected(401, "missing or wrong secret")
+    networks = [ipaddress.ip_network(value, strict=False) for value in allowed_ips]
+    if networks and not ip_allowed(request.client_ip, networks):
+        raise WebhookRejected(401, "source address not in allowed_ips")

@@ -1,0 +1,212 @@
+"""One mailing per real adapter on the real dev server: each provider's fake runs on loopback, answers as the
+provider documents, and posts its own (signed or URL-authenticated) reports to the gateway. Afterwards no
+secret may appear in any workflow's history."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from pydantic import SecretStr
+
+from domain.models import MailingInput, MailingSummary
+from domain.refs import mailing_workflow_id
+from domain.spec import MailingSpec
+from runtime.devstack import Stack, embedded_stack
+from runtime.servers import free_port, running
+from runtime.settings import Settings
+from tests.fakes import infobip, rapporto, twilio, vonage
+from tests.test_e2e import TEN_NUMBERS
+from workflows.mailing import MailingWorkflow
+
+pytestmark = pytest.mark.e2e
+TWILIO_SID = "AC" + "5" * 32
+
+
+@dataclass
+class ProviderStack:
+    stack: Stack
+    secrets: list[str]  # every secret value configured: none may reach a workflow history
+
+
+def rsa_key_pair() -> tuple[str, str]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    return private, public
+
+
+def toml_string(value: str) -> str:
+    return '"""' + value + '"""' if "\n" in value else f'"{value}"'
+
+
+@pytest.fixture(scope="module")
+async def providers(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ProviderStack]:
+    folder = tmp_path_factory.mktemp("providers")
+    private_pem, public_pem = rsa_key_pair()
+    secret = {
+        "vonage_signature": uuid.uuid4().hex + uuid.uuid4().hex,
+        "infobip_key": "ib-" + uuid.uuid4().hex,
+        "infobip_hook": "ibh-" + uuid.uuid4().hex,
+        "twilio_token": uuid.uuid4().hex,
+        "rapporto_password": "rp-" + uuid.uuid4().hex,
+        "rapporto_hook": "rph-" + uuid.uuid4().hex,
+    }
+    ports = {name: free_port() for name in ("vonage", "infobip", "twilio", "rapporto")}
+    fakes = {
+        "vonage": vonage.create_fake(secret["vonage_signature"], public_key_pem=public_pem, report_delay=0.1)[0],
+        "infobip": infobip.create_fake(secret["infobip_key"], report_delay=0.1)[0],
+        "twilio": twilio.create_fake(TWILIO_SID, secret["twilio_token"], report_delay=0.1)[0],
+        "rapporto": rapporto.create_fake("kaskad", secret["rapporto_password"], report_delay=0.1)[0],
+    }
+    base = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    os.environ["KASKAD_TEST_VONAGE_KEY"] = private_pem  # the file names it: `env:` keeps the key out of files
+    accounts = folder / "providers.toml"
+    accounts.write_text(
+        f"""
+[vonage-test]
+type = "vonage"
+base_url = "{base["vonage"]}"
+application_id = "app-{uuid.uuid4().hex[:8]}"
+private_key = "env:KASKAD_TEST_VONAGE_KEY"
+signature_secret = "{secret["vonage_signature"]}"
+api_key = "abcd1234"
+
+[infobip-test]
+type = "infobip"
+base_url = "{base["infobip"]}"
+api_key = "{secret["infobip_key"]}"
+webhook_secret = "{secret["infobip_hook"]}"
+allowed_ips = ["127.0.0.0/8"]
+
+[twilio-test]
+type = "twilio"
+base_url = "{base["twilio"]}"
+account_sid = "{TWILIO_SID}"
+auth_token = "{secret["twilio_token"]}"
+from_number = "+15005550006"
+
+[rapporto-test]
+type = "rapporto"
+base_url = "{base["rapporto"]}"
+login = "kaskad"
+password = "{secret["rapporto_password"]}"
+webhook_secret = "{secret["rapporto_hook"]}"
+rate = 50
+""",
+        encoding="utf-8",
+    )
+    settings = Settings(
+        temporal_address=f"127.0.0.1:{free_port()}",
+        task_queue="providers",
+        data_dir=folder / "data",
+        dev_db_file=folder / "temporal.db",
+        gateway_port=free_port(),
+        sandbox_port=free_port(),
+        webhook_secret=SecretStr(uuid.uuid4().hex),
+        providers_file=accounts,
+    )
+    try:
+        async with contextlib.AsyncExitStack() as servers:
+            for name, app in fakes.items():
+                await servers.enter_async_context(running(app, "127.0.0.1", ports[name]))
+            stack = await servers.enter_async_context(embedded_stack(settings, ui=False))
+            pem_lines = [line for line in private_pem.splitlines() if line and not line.startswith("-----")]
+            yield ProviderStack(stack, [*secret.values(), *pem_lines])
+    finally:
+        os.environ.pop("KASKAD_TEST_VONAGE_KEY", None)
+
+
+async def run_mailing(providers: ProviderStack, account: str) -> tuple[str, MailingSummary]:
+    spec = MailingSpec.model_validate(
+        {
+            "name": f"Through {account}",
+            "numbers": TEN_NUMBERS,
+            "late_reports": "1s",
+            "schedule": {"hours": "00:00-24:00"},
+            "steps": [
+                {"channel": "viber", "sender": "Shop", "text": "Hi {1}", "wait": "2s", "provider": account},
+                {"channel": "sms", "sender": "Shop", "text": "Hi {1}", "wait": "2s", "provider": account},
+            ],
+        }
+    )
+    mailing_id = f"{account}-{uuid.uuid4().hex[:6]}"
+    summary = await providers.stack.client.execute_workflow(
+        MailingWorkflow.run,
+        MailingInput(mailing_id=mailing_id, spec=spec),
+        id=mailing_workflow_id(mailing_id),
+        task_queue=providers.stack.settings.task_queue,
+    )
+    return mailing_id, summary
+
+
+# The fakes follow the sandbox's table (sandbox/outcomes.py): Viber reaches 0-5, SMS all but 9.
+VIBER_PROVIDERS: dict[str, Any] = {
+    "delivered_by_channel": {"viber": 6, "sms": 3},
+    "outcomes": {"delivered": 9, "undelivered": 1, "not_sent": 0},
+}
+
+
+@pytest.mark.parametrize("account", ["vonage-test", "infobip-test", "rapporto-test"])
+async def test_a_viber_then_sms_mailing_through_a_real_adapter(providers: ProviderStack, account: str) -> None:
+    mailing_id, summary = await run_mailing(providers, account)
+    assert summary.status == "completed"
+    assert summary.outcomes == VIBER_PROVIDERS["outcomes"]
+    assert summary.delivered_by_channel == VIBER_PROVIDERS["delivered_by_channel"]
+    await assert_no_secret_in_history(providers, mailing_id)
+
+
+async def test_twilio_refuses_viber_so_every_recipient_falls_back_to_sms(providers: ProviderStack) -> None:
+    mailing_id, summary = await run_mailing(providers, "twilio-test")
+    assert summary.status == "completed"
+    assert summary.outcomes == {"delivered": 9, "undelivered": 1, "not_sent": 0}
+    assert summary.delivered_by_channel == {"viber": 0, "sms": 9}
+    assert summary.channels["viber"]["undelivered"] == 10  # refused at once, no wait
+    await assert_no_secret_in_history(providers, mailing_id)
+
+
+def readable(history_json: str) -> str:
+    """The history as text with every payload decoded (payload data is base64 in the JSON form)."""
+    parts = [history_json]
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("data"), str) and "metadata" in node:
+                with contextlib.suppress(ValueError):
+                    parts.append(base64.b64decode(node["data"]).decode("utf-8", errors="replace"))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(json.loads(history_json))
+    return "\n".join(parts)
+
+
+async def assert_no_secret_in_history(providers: ProviderStack, mailing_id: str) -> None:
+    client = providers.stack.client
+    ids = [mailing_workflow_id(mailing_id)]
+    query = f"MailingId = '{mailing_id}' AND WorkflowType = 'RecipientCascadeWorkflow'"
+    ids += [w.id async for w in client.list_workflows(query)]
+    assert len(ids) == 11
+    for workflow_id in ids:
+        history = readable((await client.get_workflow_handle(workflow_id).fetch_history()).to_json())
+        assert mailing_id.rsplit("-", 1)[0] in history  # the payloads were decoded: the account name is there
+        leaked = [s[:6] + "…" for s in providers.secrets if s in history]
+        assert leaked == [], f"{workflow_id} history holds secrets"
