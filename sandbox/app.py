@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from domain.spec import Button
 from domain.status import Channel, MessageStatus
 from providers.sandbox import SIGNATURE_HEADER, sign
+from sandbox.delivery import post_until_accepted
 from sandbox.outcomes import ERROR_CODES, planned_reports
 
 log = logging.getLogger("kaskad.sandbox")
@@ -124,22 +125,7 @@ def create_app(config: SandboxConfig) -> FastAPI:
             message.reports_sent.append(status)
 
     async def _post_until_accepted(url: str, body: bytes) -> None:
-        """POST a report, retrying with backoff (0.2 s doubling to 10 s) while the gateway fails."""
         headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(config.webhook_secret, body)}
-        delay, waited = 0.2, 0.0
-        while True:
-            try:
-                response = await http.post(url, content=body, headers=headers)
-                if response.is_success:
-                    return
-                log.warning("gateway answered %s; retrying in %.1fs", response.status_code, delay)
-            except httpx.TransportError as exc:
-                log.warning("gateway unreachable (%s); retrying in %.1fs", type(exc).__name__, delay)
-            if waited >= config.retry_for:
-                log.error("giving up on a report after %.0fs", waited)
-                return
-            await asyncio.sleep(delay)
-            waited += delay
-            delay = min(delay * 2, 10.0)
+        await post_until_accepted(lambda: http.post(url, content=body, headers=headers), config.retry_for)
 
     return app

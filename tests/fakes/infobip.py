@@ -22,6 +22,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from domain.status import Channel, MessageStatus
+from sandbox.delivery import post_until_accepted
 from sandbox.outcomes import planned_reports
 
 log = logging.getLogger("kaskad.fakes.infobip")
@@ -270,25 +271,9 @@ def create_fake(api_key: str, report_delay: float = 0.2) -> tuple[FastAPI, FakeI
             await _post_until_accepted(delivery_url, {"results": [result]})
 
     async def _post_until_accepted(url: str, body: dict[str, Any]) -> None:
-        """POST a report, retrying with backoff (0.2 s doubling to 10 s) while the receiver fails."""
-        delay, waited = 0.2, 0.0
-        status_code: int | None = None
-        while True:
-            try:
-                response = await http.post(url, json=body)
-                status_code = response.status_code
-                if response.is_success:
-                    break
-                log.warning("report receiver answered %s; retrying in %.1fs", status_code, delay)
-            except httpx.TransportError as exc:
-                log.warning("report receiver unreachable (%s); retrying in %.1fs", type(exc).__name__, delay)
-            if waited >= state.retry_for:
-                log.error("giving up on a report after %.0fs", waited)
-                break
-            await asyncio.sleep(delay)
-            waited += delay
-            delay = min(delay * 2, 10.0)
-        state.reports.append(PostedReport(url, body, status_code))
+        answers: list[int | None] = []
+        await post_until_accepted(lambda: http.post(url, json=body), state.retry_for, answers.append)
+        state.reports.append(PostedReport(url, body, answers[-1]))
 
     return app, state
 

@@ -23,6 +23,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from domain.status import Channel, MessageStatus
+from sandbox.delivery import post_until_accepted
 from sandbox.outcomes import planned_reports
 
 log = logging.getLogger("kaskad.fakes.rapporto")
@@ -199,22 +200,11 @@ def create_fake(login: str, password: str, report_delay: float = 0.2) -> tuple[F
                 state._notify()
 
     async def _post_until_accepted(url: str, body: bytes, retry_for: float = 3600.0) -> bool:
-        """POST a report, retrying (0.2 s doubling to 10 s) on non-2xx answers and transport errors."""
-        delay, waited = 0.2, 0.0
-        while True:
+        def count(_: int | None) -> None:
             state.report_attempts += 1
-            try:
-                response = await http.post(url, content=body, headers={"Content-Type": "application/json"})
-                if response.is_success:
-                    return True
-                log.warning("report receiver answered %s; retrying in %.1fs", response.status_code, delay)
-            except httpx.TransportError as exc:
-                log.warning("report receiver unreachable (%s); retrying in %.1fs", type(exc).__name__, delay)
-            if waited >= retry_for:
-                return False
-            await asyncio.sleep(delay)
-            waited += delay
-            delay = min(delay * 2, 10.0)
+
+        headers = {"Content-Type": "application/json"}
+        return await post_until_accepted(lambda: http.post(url, content=body, headers=headers), retry_for, count)
 
     return app, state
 

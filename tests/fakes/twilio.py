@@ -28,6 +28,7 @@ from fastapi.responses import JSONResponse, Response
 
 from domain.sms import sms_size
 from domain.status import Channel, MessageStatus
+from sandbox.delivery import post_until_accepted
 from sandbox.outcomes import planned_reports
 
 log = logging.getLogger("kaskad.fake_twilio")
@@ -251,25 +252,12 @@ def create_fake(account_sid: str, auth_token: str, report_delay: float = 0.2) ->
             message.callbacks_sent.append(status)
 
     async def _post_until_accepted(url: str, params: dict[str, str]) -> None:
-        """POST a callback, retrying with backoff (0.2 s doubling to 10 s) while the receiver fails."""
         signed = signature(state.auth_token, url, params)
         headers = {"X-Twilio-Signature": signed, "User-Agent": "TwilioProxy/1.1"}
-        delay, waited = 0.2, 0.0
-        while True:
-            status_code: int | None = None
-            try:
-                response = await http.post(url, data=params, headers=headers)
-                status_code = response.status_code
-            except httpx.TransportError as exc:
-                log.warning("callback receiver unreachable (%s); retrying in %.1fs", type(exc).__name__, delay)
+
+        def record(status_code: int | None) -> None:
             state.callbacks.append(PostedCallback(url, params, signed, status_code))
-            if status_code is not None and 200 <= status_code < 300:
-                return
-            if waited >= state.retry_for:
-                log.error("giving up on a callback after %.0fs", waited)
-                return
-            await asyncio.sleep(delay)
-            waited += delay
-            delay = min(delay * 2, 10.0)
+
+        await post_until_accepted(lambda: http.post(url, data=params, headers=headers), state.retry_for, record)
 
     return app, state

@@ -15,7 +15,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,6 +27,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from domain.status import Channel, MessageStatus
+from sandbox.delivery import post_until_accepted
 from sandbox.outcomes import planned_reports
 
 log = logging.getLogger("kaskad.fake.vonage")
@@ -236,29 +237,20 @@ def create_fake(
             await _post_until_accepted(report)
 
     async def _post_until_accepted(report: PostedReport) -> None:
-        """POST a signed webhook, retrying non-2xx with backoff (0.2 s doubling to 10 s), like the sandbox."""
         content = json.dumps(report.body).encode()
-        delay, waited = 0.2, 0.0
-        while True:
+
+        def post() -> Awaitable[httpx.Response]:
             headers = {  # a fresh token per attempt, as its iat must stay fresh
                 "Content-Type": "application/json",
                 "Authorization": sign_webhook(content, signature_secret, api_key),
             }
             report.attempts += 1
-            try:
-                response = await http.post(report.url, content=content, headers=headers)
-                report.answer = response.status_code
-                if response.is_success:
-                    return
-                log.warning("webhook answered %s; retrying in %.1fs", response.status_code, delay)
-            except httpx.TransportError as exc:
-                log.warning("webhook unreachable (%s); retrying in %.1fs", type(exc).__name__, delay)
-            if waited >= state.retry_for:
-                log.error("giving up on a webhook after %.0fs", waited)
-                return
-            await asyncio.sleep(delay)
-            waited += delay
-            delay = min(delay * 2, 10.0)
+            return http.post(report.url, content=content, headers=headers)
+
+        def record(status_code: int | None) -> None:
+            report.answer = status_code
+
+        await post_until_accepted(post, state.retry_for, record)
 
     return app, state
 
