@@ -10,12 +10,9 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import httpx
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
@@ -23,7 +20,7 @@ from pydantic import BaseModel
 from domain.spec import Button
 from domain.status import Channel, MessageStatus
 from providers.sandbox import SIGNATURE_HEADER, sign
-from sandbox.delivery import post_until_accepted
+from sandbox.delivery import Reporter, post_until_accepted
 from sandbox.outcomes import ERROR_CODES, planned_reports
 
 log = logging.getLogger("kaskad.sandbox")
@@ -67,17 +64,10 @@ class _State:
 
 def create_app(config: SandboxConfig) -> FastAPI:
     state = _State()
-    http = httpx.AsyncClient(timeout=10)
+    reporter = Reporter(state.tasks)
+    http = reporter.http
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        for task in state.tasks:
-            task.cancel()
-        await asyncio.gather(*state.tasks, return_exceptions=True)
-        await http.aclose()
-
-    app = FastAPI(title="kaskad sandbox provider", lifespan=lifespan)
+    app = FastAPI(title="kaskad sandbox provider", lifespan=reporter.lifespan)
 
     @app.post("/messages")
     async def send(message: MessageIn) -> JSONResponse:
@@ -96,9 +86,7 @@ def create_app(config: SandboxConfig) -> FastAPI:
             accepted_at=datetime.now(UTC),
         )
         state.messages[message.client_ref] = accepted
-        task = asyncio.create_task(_report(accepted, message.callback_url))
-        state.tasks.add(task)
-        task.add_done_callback(state.tasks.discard)
+        reporter.spawn(_report(accepted, message.callback_url))
         return JSONResponse({"message_id": accepted.message_id})
 
     @app.get("/messages")

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 
@@ -43,3 +45,24 @@ async def post_until_accepted(
         await asyncio.sleep(delay)
         waited += delay
         delay = min(delay * 2, MAX_DELAY)
+
+
+class Reporter:
+    """The background tasks that post reports, and their HTTP client; `lifespan` closes both with the app."""
+
+    def __init__(self, tasks: set[asyncio.Task[None]] | None = None) -> None:
+        self.http = httpx.AsyncClient(timeout=10)
+        self.tasks: set[asyncio.Task[None]] = set() if tasks is None else tasks
+
+    def spawn(self, report: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(report)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    @asynccontextmanager
+    async def lifespan(self, _app: object) -> AsyncIterator[None]:
+        yield
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.http.aclose()

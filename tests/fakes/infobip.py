@@ -11,18 +11,15 @@ import asyncio
 import logging
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from domain.status import Channel, MessageStatus
-from sandbox.delivery import post_until_accepted
+from sandbox.delivery import Reporter, post_until_accepted
 from sandbox.outcomes import planned_reports
 
 log = logging.getLogger("kaskad.fakes.infobip")
@@ -154,17 +151,10 @@ class FakeInfobipState:
 def create_fake(api_key: str, report_delay: float = 0.2) -> tuple[FastAPI, FakeInfobipState]:
     """The fake app and its state; `report_delay` is the pause before each report."""
     state = FakeInfobipState()
-    http = httpx.AsyncClient(timeout=10)
+    reporter = Reporter(state._tasks)
+    http = reporter.http
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        for task in state._tasks:
-            task.cancel()
-        await asyncio.gather(*state._tasks, return_exceptions=True)
-        await http.aclose()
-
-    app = FastAPI(title="fake Infobip", lifespan=lifespan)
+    app = FastAPI(title="fake Infobip", lifespan=reporter.lifespan)
 
     async def handle(request: Request, channel: Channel) -> Response:
         try:
@@ -218,9 +208,7 @@ def create_fake(api_key: str, report_delay: float = 0.2) -> tuple[FastAPI, FakeI
         return await handle(request, Channel.VIBER)
 
     def _schedule(bulk_id: str, message_id: str, to: str, message: dict[str, Any], channel: Channel) -> None:
-        task = asyncio.create_task(_report(bulk_id, message_id, to, message, channel))
-        state._tasks.add(task)
-        task.add_done_callback(state._tasks.discard)
+        reporter.spawn(_report(bulk_id, message_id, to, message, channel))
 
     async def _report(bulk_id: str, message_id: str, to: str, message: dict[str, Any], channel: Channel) -> None:
         webhooks = message.get("webhooks") or {}

@@ -12,18 +12,15 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from domain.status import Channel, MessageStatus
-from sandbox.delivery import post_until_accepted
+from sandbox.delivery import Reporter, post_until_accepted
 from sandbox.outcomes import planned_reports
 
 log = logging.getLogger("kaskad.fakes.rapporto")
@@ -119,17 +116,10 @@ def _error(status_code: int, text: str) -> JSONResponse:
 def create_fake(login: str, password: str, report_delay: float = 0.2) -> tuple[FastAPI, FakeRapportoState]:
     """The fake app (send endpoint `POST /send`, as the adapter builds `{base_url}/send`) and its state."""
     state = FakeRapportoState()
-    http = httpx.AsyncClient(timeout=10)
+    reporter = Reporter(state._tasks)
+    http = reporter.http
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        for task in state._tasks:
-            task.cancel()
-        await asyncio.gather(*state._tasks, return_exceptions=True)
-        await http.aclose()
-
-    app = FastAPI(title="fake Rapporto", lifespan=lifespan)
+    app = FastAPI(title="fake Rapporto", lifespan=reporter.lifespan)
 
     @app.post("/send")
     async def send(request: Request) -> Response:
@@ -171,9 +161,7 @@ def create_fake(login: str, password: str, report_delay: float = 0.2) -> tuple[F
         state.messages[message.id] = message
         state._notify()
         if message.notify_url:
-            task = asyncio.create_task(_report(message, message.notify_url))
-            state._tasks.add(task)
-            task.add_done_callback(state._tasks.discard)
+            reporter.spawn(_report(message, message.notify_url))
         return JSONResponse({"mtNum": message.mt_num, "id": message.id})
 
     async def _report(message: FakeMessage, url: str) -> None:

@@ -14,21 +14,19 @@ import hashlib
 import hmac
 import logging
 import secrets
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
-import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from domain.sms import sms_size
 from domain.status import Channel, MessageStatus
-from sandbox.delivery import post_until_accepted
+from sandbox.delivery import Reporter, post_until_accepted
 from sandbox.outcomes import planned_reports
 
 log = logging.getLogger("kaskad.fake_twilio")
@@ -126,17 +124,10 @@ class FakeTwilioState:
 
 def create_fake(account_sid: str, auth_token: str, report_delay: float = 0.2) -> tuple[FastAPI, FakeTwilioState]:
     state = FakeTwilioState(account_sid=account_sid, auth_token=auth_token, report_delay=report_delay)
-    http = httpx.AsyncClient(timeout=10)
+    reporter = Reporter(state.tasks)
+    http = reporter.http
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        for task in state.tasks:
-            task.cancel()
-        await asyncio.gather(*state.tasks, return_exceptions=True)
-        await http.aclose()
-
-    app = FastAPI(title="fake Twilio", lifespan=lifespan)
+    app = FastAPI(title="fake Twilio", lifespan=reporter.lifespan)
 
     @app.post("/2010-04-01/Accounts/{path_sid}/Messages.json")
     async def create_message(path_sid: str, request: Request) -> Response:
@@ -188,9 +179,7 @@ def create_fake(account_sid: str, auth_token: str, report_delay: float = 0.2) ->
         )
         state.messages[message.sid] = message
         if message.status_callback:
-            task = asyncio.create_task(_report(message, message.status_callback))
-            state.tasks.add(task)
-            task.add_done_callback(state.tasks.discard)
+            reporter.spawn(_report(message, message.status_callback))
         return JSONResponse(_resource(message), status_code=201)
 
     def _authenticated(authorization: str | None) -> bool:

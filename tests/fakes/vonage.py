@@ -15,8 +15,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -27,7 +26,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from domain.status import Channel, MessageStatus
-from sandbox.delivery import post_until_accepted
+from sandbox.delivery import Reporter, post_until_accepted
 from sandbox.outcomes import planned_reports
 
 log = logging.getLogger("kaskad.fake.vonage")
@@ -161,17 +160,10 @@ def create_fake(
     report_delay: float = 0.2,
 ) -> tuple[FastAPI, FakeVonageState]:
     state = FakeVonageState()
-    http = httpx.AsyncClient(timeout=10)
+    reporter = Reporter(state._tasks)
+    http = reporter.http
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        for task in state._tasks:
-            task.cancel()
-        await asyncio.gather(*state._tasks, return_exceptions=True)
-        await http.aclose()
-
-    app = FastAPI(title="fake Vonage Messages API", lifespan=lifespan)
+    app = FastAPI(title="fake Vonage Messages API", lifespan=reporter.lifespan)
 
     @app.post("/v1/messages")
     async def send(request: Request) -> Response:
@@ -207,9 +199,7 @@ def create_fake(
         message_uuid = str(uuid.uuid4())
         state.messages[message_uuid] = payload
         if payload.get("webhook_url"):
-            task = asyncio.create_task(_report(message_uuid, channel, payload))
-            state._tasks.add(task)
-            task.add_done_callback(state._tasks.discard)
+            reporter.spawn(_report(message_uuid, channel, payload))
         if state._delays:  # accepted already: the answer is late, as when the client's read times out
             await asyncio.sleep(state._delays.popleft())
         return JSONResponse({"message_uuid": message_uuid}, status_code=202)
