@@ -10,10 +10,11 @@ from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 from urllib.parse import quote
 
+import httpx
 from pydantic import BaseModel, ValidationError
 
 from providers.accounts import AccountError
-from providers.base import WebhookRejected, WebhookRequest
+from providers.base import ProviderUnavailable, WebhookRejected, WebhookRequest
 
 Config = TypeVar("Config", bound=BaseModel)
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -85,3 +86,15 @@ def authenticate_by_url_secret(request: WebhookRequest, secret: str, allowed_ips
     networks = [ipaddress.ip_network(value, strict=False) for value in allowed_ips]
     if networks and not ip_allowed(request.client_ip, networks):
         raise WebhookRejected(401, "source address not in allowed_ips")
+
+
+def raise_if_worth_retrying(response: httpx.Response, account: str, provider: str, credentials: str) -> None:
+    """429 and 5xx: the provider is busy or down, retry after `Retry-After`. 401/403: a configuration problem
+    (`credentials` names what to check) — retried too, so sending resumes once it is fixed."""
+    code = response.status_code
+    if code == 429 or code >= 500:
+        raise ProviderUnavailable(
+            f"{account}: {provider} answered {code}", retry_after(response.headers.get("Retry-After"))
+        )
+    if code in (401, 403):
+        raise ProviderUnavailable(f"{account}: credentials refused by {provider} ({code}); check {credentials}")

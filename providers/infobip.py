@@ -22,7 +22,13 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, Va
 from domain.models import SendRequest, SendResult
 from domain.status import Channel, MessageStatus
 from providers.base import ParsedReport, ProviderUnavailable, WebhookRejected, WebhookRequest
-from providers.common import authenticate_by_url_secret, check_networks, retry_after, validate_account, with_secret
+from providers.common import (
+    authenticate_by_url_secret,
+    check_networks,
+    raise_if_worth_retrying,
+    validate_account,
+    with_secret,
+)
 
 log = logging.getLogger("kaskad.providers.infobip")
 
@@ -243,13 +249,8 @@ class InfobipAdapter:
         return self._result(response)
 
     def _result(self, response: httpx.Response) -> SendResult:
+        raise_if_worth_retrying(response, self.name, "Infobip", "api_key")
         code = response.status_code
-        if code == 429 or code >= 500:
-            raise ProviderUnavailable(
-                f"{self.name}: Infobip answered {code}", retry_after(response.headers.get("Retry-After"))
-            )
-        if code in (401, 403):
-            raise ProviderUnavailable(f"{self.name}: credentials refused by Infobip ({code}); check api_key")
         if code >= 400:
             return SendResult(rejected=f"{code}: {error_text(response)}")
         try:

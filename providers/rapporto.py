@@ -35,7 +35,13 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, Va
 from domain.models import SendRequest, SendResult
 from domain.status import Channel, MessageStatus
 from providers.base import ParsedReport, ProviderUnavailable, WebhookRejected, WebhookRequest
-from providers.common import authenticate_by_url_secret, check_networks, retry_after, validate_account, with_secret
+from providers.common import (
+    authenticate_by_url_secret,
+    check_networks,
+    raise_if_worth_retrying,
+    validate_account,
+    with_secret,
+)
 
 log = logging.getLogger("kaskad.providers.rapporto")
 
@@ -132,13 +138,8 @@ class RapportoAdapter:
             response = await self._http.post(self._endpoint, json=body)
         except _RETRYABLE as exc:
             raise ProviderUnavailable(f"{self.name}: rapporto unreachable ({type(exc).__name__})") from exc
+        raise_if_worth_retrying(response, self.name, "rapporto", "login/password")
         code = response.status_code
-        if code == 429 or code >= 500:
-            raise ProviderUnavailable(
-                f"{self.name}: rapporto answered {code}", retry_after(response.headers.get("Retry-After"))
-            )
-        if code in (401, 403):
-            raise ProviderUnavailable(f"{self.name}: credentials refused by rapporto ({code}); check login/password")
         if code >= 400:
             return SendResult(rejected=f"{code}: {_error_text(response)}")
         try:

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr, model_validator
 from domain.models import SendRequest, SendResult
 from domain.status import Channel, MessageStatus
 from providers.base import ParsedReport, ProviderUnavailable, WebhookRejected, WebhookRequest
-from providers.common import retry_after, validate_account
+from providers.common import raise_if_worth_retrying, validate_account
 
 SIGNATURE_HEADER = "X-Twilio-Signature"
 API_VERSION = "2010-04-01"
@@ -144,11 +144,8 @@ class TwilioAdapter:
         return self._result(response, phone)
 
     def _result(self, response: httpx.Response, phone: str) -> SendResult:
+        raise_if_worth_retrying(response, self.name, "twilio", "account_sid/auth_token")
         status = response.status_code
-        if status == 429 or status >= 500:
-            raise ProviderUnavailable(f"twilio answered {status}", retry_after(response.headers.get("Retry-After")))
-        if status in (401, 403):  # a configuration problem: retrying later may work once it is fixed
-            raise ProviderUnavailable(f"credentials refused by twilio ({status}) for account {self.name}")
         payload = _json(response)
         if status >= 400:
             code = payload.get("code", status)

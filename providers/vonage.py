@@ -29,7 +29,7 @@ from domain.models import SendRequest, SendResult
 from domain.status import Channel, MessageStatus
 from providers.accounts import AccountError
 from providers.base import ParsedReport, ProviderUnavailable, WebhookRejected, WebhookRequest
-from providers.common import retry_after, validate_account
+from providers.common import raise_if_worth_retrying, validate_account
 
 # SMS `ttl` (seconds): Vonage attempts delivery for 72 h by default and documents no lower bound for the
 # Messages API; 20 s is the lower bound of its older SMS API, kept as a floor so a tiny wait is still sendable.
@@ -193,13 +193,8 @@ class VonageAdapter:
         except httpx.TransportError as exc:  # proxy/protocol set-up failures: nothing was sent
             raise ProviderUnavailable(f"vonage unreachable: {type(exc).__name__}") from None
 
+        raise_if_worth_retrying(response, self.name, "vonage", "application_id and private_key")
         status = response.status_code
-        if status == 429 or status >= 500:
-            raise ProviderUnavailable(f"vonage answered {status}", retry_after(response.headers.get("Retry-After")))
-        if status in (401, 403):
-            raise ProviderUnavailable(
-                f"vonage: credentials refused ({status}); check application_id and private_key of {self.name}"
-            )
         if status >= 400:
             return SendResult(rejected=f"{status}: {_error_text(response, request.phone)}")
         try:
