@@ -44,6 +44,7 @@ from domain.sms import sms_size
 from domain.spec import VIBER_TEXT_MAX, MailingSpec, SpecError, load_spec
 from domain.status import Channel
 from domain.template import MissingVariableError, render
+from providers.accounts import AccountError
 from recipients.importer import ListRules, open_source, rejected_writer, validate_rows
 from recipients.reader import SUPPORTED_SUFFIXES, RecipientsError, Row, read_file
 from runtime.devstack import StackError, embedded_stack
@@ -450,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code: int = asyncio.run(args.run(args, Settings()))
         return code
-    except (CliError, StackError, OSError) as exc:
+    except (CliError, StackError, OSError, AccountError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -24,6 +24,7 @@ from activities.recipients import RecipientActivities
 from activities.schedule import next_send_window
 from activities.send import SendActivities
 from domain.refs import send_task_queue
+from providers.accounts import AccountError
 from providers.registry import build_registry, provider_rates
 from runtime.settings import Settings
 from runtime.temporal import connect
@@ -86,12 +87,19 @@ async def running_workers(client: Client, settings: Settings, http: httpx.AsyncC
 
 async def main() -> None:
     settings = Settings()
-    client = await connect(settings)
     async with httpx.AsyncClient(timeout=10) as http:
+        build_registry(settings, http)  # a broken provider account fails here, before anything connects
+        try:
+            client = await connect(settings)
+        except RuntimeError as exc:
+            raise SystemExit(f"error: cannot reach Temporal at {settings.temporal_address}: {exc}") from None
         await asyncio.gather(*(worker.run() for worker in build_workers(client, settings, http)))
 
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per provider call is noise, not news
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except AccountError as exc:  # a provider account that cannot be used: say which field, not a traceback
+        raise SystemExit(f"error: {exc}") from None

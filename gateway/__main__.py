@@ -7,6 +7,7 @@ import asyncio
 import httpx
 
 from gateway.app import create_gateway
+from providers.accounts import AccountError
 from providers.registry import build_registry
 from runtime.servers import serve
 from runtime.settings import Settings
@@ -22,4 +23,7 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except AccountError as exc:  # a provider account that cannot be used: say which field, not a traceback
+        raise SystemExit(f"error: {exc}") from None

@@ -107,3 +107,21 @@ def test_validate_a_list_without_a_valid_number_fails(tmp_path: Path) -> None:
     result = run("validate", str(path))
     assert result.returncode == 1
     assert "2 rows: 0 valid, 2 invalid" in result.stdout
+
+
+def test_a_broken_provider_account_is_a_clear_error_naming_the_field(tmp_path: Path) -> None:
+    accounts = tmp_path / "providers.toml"
+    accounts.write_text(
+        '[sms-main]\ntype = "twilio"\naccount_sid = "AC1"\nauth_token = "secret-token"\n', encoding="utf-8"
+    )
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "worker.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env={"PATH": "", "KASKAD_PROVIDERS_FILE": str(accounts), "KASKAD_TEMPORAL_ADDRESS": "127.0.0.1:9"},
+    )
+    assert result.returncode == 1
+    assert "error: sms-main.from_number|messaging_service_sid: " in result.stderr
+    assert "secret-token" not in result.stderr + result.stdout
