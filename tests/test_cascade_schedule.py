@@ -58,7 +58,7 @@ def sent_at(state: RecipientState, step: int) -> datetime:
 async def test_the_first_send_waits_for_the_window(timed: StartTimed, time_skipping_env: WorkflowEnvironment) -> None:
     opens, hours = await window_from_now(time_skipping_env, timedelta(hours=2), timedelta(hours=1))
     cascade = await timed(timed_plan(timedelta(minutes=1), schedule=Schedule(hours=hours, timezone="UTC")))
-    state = await cascade.handle.result()
+    state = await cascade.result()
     assert opens <= sent_at(state, 0) < opens + timedelta(minutes=1)
     assert state.status is CascadeStatus.UNDELIVERED  # nobody reported: timed out, no fallback left
 
@@ -68,7 +68,7 @@ async def test_a_fallback_due_after_the_window_waits_for_the_next_days_window(
 ) -> None:
     opens, hours = await window_from_now(time_skipping_env, timedelta(hours=1), timedelta(minutes=30))
     plan = timed_plan(timedelta(hours=1), timedelta(minutes=1), schedule=Schedule(hours=hours, timezone="UTC"))
-    state = await (await timed(plan)).handle.result()
+    state = await (await timed(plan)).result()
     assert opens <= sent_at(state, 0) < opens + timedelta(minutes=1)
     tomorrow = opens + timedelta(days=1)
     assert tomorrow <= sent_at(state, 1) < tomorrow + timedelta(minutes=1)
@@ -77,7 +77,7 @@ async def test_a_fallback_due_after_the_window_waits_for_the_next_days_window(
 async def test_several_candidate_zones_send_only_when_every_zone_allows(timed: StartTimed) -> None:
     """Kaliningrad (UTC+2) and Kamchatka (UTC+12): 10:00-23:00 in both is 08:00-11:00 UTC."""
     plan = timed_plan(timedelta(minutes=1), schedule=Schedule(timezone="subscriber"))
-    state = await (await timed(plan, zones=["Europe/Kaliningrad", "Asia/Kamchatka"])).handle.result()
+    state = await (await timed(plan, zones=["Europe/Kaliningrad", "Asia/Kamchatka"])).result()
     assert 8 <= sent_at(state, 0).astimezone(UTC).hour < 11
 
 
@@ -86,7 +86,7 @@ async def test_the_end_date_cuts_the_cascade_between_steps(
 ) -> None:
     end_at = await time_skipping_env.get_current_time() + timedelta(minutes=30)
     cascade = await timed(timed_plan(timedelta(hours=1), timedelta(minutes=5), end_at=end_at))
-    state = await cascade.handle.result()
+    state = await cascade.result()
     assert state.steps[0].status is MessageStatus.SENT
     assert state.steps[1].status is MessageStatus.NOT_SENT and state.steps[1].error == "end date reached"
     assert state.status is CascadeStatus.UNDELIVERED
@@ -114,7 +114,7 @@ async def test_cancel_during_a_wait_marks_the_rest_not_sent(timed: StartTimed) -
     cascade = await timed(timed_plan(timedelta(hours=1), timedelta(minutes=5)))
     await cascade.sends(1)
     await cascade.handle.signal(RecipientCascadeWorkflow.control, Control(version=1, cancelled=True))
-    state = await cascade.handle.result()
+    state = await cascade.result()
     assert state.steps[1].status is MessageStatus.NOT_SENT and state.steps[1].error == "cancelled"
     assert state.status is CascadeStatus.UNDELIVERED and len(cascade.provider.requests) == 1
 
@@ -125,5 +125,5 @@ async def test_cancel_before_the_window_sends_nothing(
     _, hours = await window_from_now(time_skipping_env, timedelta(hours=3), timedelta(hours=1))
     cascade = await timed(timed_plan(timedelta(minutes=1), schedule=Schedule(hours=hours, timezone="UTC")))
     await cascade.handle.signal(RecipientCascadeWorkflow.control, Control(version=1, cancelled=True))
-    state = await cascade.handle.result()
+    state = await cascade.result()
     assert state.status is CascadeStatus.NOT_SENT and cascade.provider.requests == []
