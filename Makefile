@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test dev lint bench clean
+.PHONY: demo test dev lint bench bench-validate bench-speed clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,14 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
 
-bench: $(STAMP)
+bench: $(STAMP)  ## cascade throughput: full path against a minimal workflow
 	$(BIN)/python benchmarks/cascade.py
+
+bench-validate: $(STAMP)  ## 1M-row .csv/.xlsx: raw read against validation, peak RSS, exactness
+	$(BIN)/python benchmarks/validate.py
+
+bench-speed: $(STAMP)  ## a 600/min mailing for 3 minutes with two worker processes
+	$(BIN)/python benchmarks/speed.py
 
 clean:
 	rm -rf $(VENV) .kaskad
