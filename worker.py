@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 import httpx
@@ -25,6 +25,7 @@ from activities.schedule import next_send_window
 from activities.send import SendActivities
 from domain.refs import send_task_queue
 from providers.accounts import AccountError
+from providers.base import ProviderAdapter
 from providers.registry import build_registry, provider_rates
 from runtime.settings import Settings
 from runtime.temporal import connect
@@ -42,13 +43,12 @@ SANDBOX = SandboxedWorkflowRunner(
 )
 
 
-def build_workers(client: Client, settings: Settings, http: httpx.AsyncClient) -> list[Worker]:
+def build_workers(client: Client, settings: Settings, providers: Mapping[str, ProviderAdapter]) -> list[Worker]:
     """Wire every activity to its dependencies; tests call this too, so they run the real wiring.
 
     The main task queue runs the workflows and the bookkeeping activities. Each provider has a send task
     queue of its own whose rate the server caps across all workers (`max_task_queue_activities_per_second`).
     """
-    providers = build_registry(settings, http)
     rates = provider_rates(settings)
     send = SendActivities(providers).send
     main = Worker(
@@ -77,10 +77,12 @@ def build_workers(client: Client, settings: Settings, http: httpx.AsyncClient) -
 
 
 @asynccontextmanager
-async def running_workers(client: Client, settings: Settings, http: httpx.AsyncClient) -> AsyncIterator[None]:
+async def running_workers(
+    client: Client, settings: Settings, providers: Mapping[str, ProviderAdapter]
+) -> AsyncIterator[None]:
     """All of kaskad's workers, running for the duration of the block."""
     async with contextlib.AsyncExitStack() as stack:
-        for worker in build_workers(client, settings, http):
+        for worker in build_workers(client, settings, providers):
             await stack.enter_async_context(worker)
         yield
 
@@ -88,12 +90,12 @@ async def running_workers(client: Client, settings: Settings, http: httpx.AsyncC
 async def main() -> None:
     settings = Settings()
     async with httpx.AsyncClient(timeout=10) as http:
-        build_registry(settings, http)  # a broken provider account fails here, before anything connects
+        providers = build_registry(settings, http)  # a broken account fails here, before anything connects
         try:
             client = await connect(settings)
         except RuntimeError as exc:
             raise SystemExit(f"error: cannot reach Temporal at {settings.temporal_address}: {exc}") from None
-        await asyncio.gather(*(worker.run() for worker in build_workers(client, settings, http)))
+        await asyncio.gather(*(worker.run() for worker in build_workers(client, settings, providers)))
 
 
 if __name__ == "__main__":

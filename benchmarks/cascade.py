@@ -32,8 +32,7 @@ from temporalio.worker import Worker
 from domain.models import MailingInput
 from domain.refs import mailing_workflow_id
 from domain.spec import MailingSpec
-from runtime.devstack import embedded_stack
-from runtime.servers import free_port
+from runtime.devstack import embedded_stack, private_settings
 from runtime.settings import Settings
 from workflows.mailing import MailingWorkflow
 
@@ -101,13 +100,9 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="alternate full/minimal this many times")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
-        settings = Settings(
-            temporal_address=f"127.0.0.1:{free_port()}",
-            task_queue="bench",
-            data_dir=Path(scratch) / "data",
-            dev_db_file=Path(scratch) / "temporal.db",
-            gateway_port=free_port(),
-            sandbox_port=free_port(),
+        settings = private_settings(
+            Path(scratch),
+            "bench",
             sandbox_report_delay=0.0,
             webhook_secret=SecretStr("bench"),
             provider_rates={"sandbox": 10_000},  # measure the path, not the cap

@@ -34,9 +34,7 @@ from domain.models import MailingInput
 from domain.refs import mailing_workflow_id
 from domain.schedule import Speed
 from domain.spec import load_spec
-from runtime.devstack import embedded_stack
-from runtime.servers import free_port
-from runtime.settings import Settings
+from runtime.devstack import embedded_stack, private_settings
 from workflows.mailing import MailingWorkflow
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,15 +82,7 @@ async def main() -> None:
     count = int(speed.count * 60 / speed.seconds * args.minutes)
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
-        settings = Settings(
-            temporal_address=f"127.0.0.1:{free_port()}",
-            task_queue="speed",
-            data_dir=folder / "data",
-            dev_db_file=folder / "temporal.db",
-            gateway_port=free_port(),
-            sandbox_port=free_port(),
-            webhook_secret=SecretStr(uuid.uuid4().hex),
-        )
+        settings = private_settings(folder, "speed", webhook_secret=SecretStr(uuid.uuid4().hex))
         async with embedded_stack(settings, ui=False) as stack:
             others = [
                 await asyncio.create_subprocess_exec(

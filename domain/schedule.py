@@ -121,6 +121,11 @@ class Schedule(BaseModel):
     def per_subscriber(self) -> bool:
         return self.timezone == SUBSCRIBER
 
+    @property
+    def default_zones(self) -> list[str]:
+        """The zones of a recipient with none of its own: the mailing's zone, or the fallback in subscriber mode."""
+        return [self.fallback_timezone if self.per_subscriber else self.timezone]
+
     def describe(self) -> str:
         (start, end), days = self.hours, sorted(self.days)
         day_names = "every day" if len(days) == 7 else ",".join(WEEKDAYS[d] for d in days)

@@ -156,8 +156,7 @@ class MailingSpec(BaseModel):
             problems.append(f"end_at: {self.end_at.isoformat()} is in the past")
         elif self.end_at is not None:
             start = max(now, self.start_at or now)
-            zones = [self.schedule.fallback_timezone if self.schedule.per_subscriber else self.schedule.timezone]
-            if next_window(self.schedule, zones, start, self.end_at) is None:
+            if next_window(self.schedule, self.schedule.default_zones, start, self.end_at) is None:
                 problems.append(
                     f"schedule: no allowed window ({self.schedule.describe()}) between the start and end_at"
                 )

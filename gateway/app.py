@@ -38,14 +38,7 @@ def create_gateway(client: Client, providers: Mapping[str, ProviderAdapter]) -> 
         if body is None:
             return JSONResponse({"error": f"body over {MAX_BODY_BYTES} bytes"}, status_code=413)
         try:
-            reports = adapter.parse_webhook(
-                WebhookRequest(
-                    body=body,
-                    headers={k.lower(): v for k, v in request.headers.items()},
-                    query=request.url.query,
-                    client_ip=request.client.host if request.client else None,
-                )
-            )
+            reports = adapter.parse_webhook(webhook_request(request, body))
         except WebhookRejected as exc:
             log.warning("%s webhook refused (%s): %s", provider, exc.status_code, exc.reason)
             return JSONResponse({"error": exc.reason}, status_code=exc.status_code)
@@ -63,6 +56,16 @@ def create_gateway(client: Client, providers: Mapping[str, ProviderAdapter]) -> 
         return {"status": "ok"}
 
     return app
+
+
+def webhook_request(request: Request, body: bytes) -> WebhookRequest:
+    """What an adapter needs of an HTTP request: raw body, lower-case headers, raw query, source address."""
+    return WebhookRequest(
+        body=body,
+        headers={k.lower(): v for k, v in request.headers.items()},
+        query=request.url.query,
+        client_ip=request.client.host if request.client else None,
+    )
 
 
 async def _read_limited(request: Request) -> bytes | None:

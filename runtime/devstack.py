@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 from temporalio.client import Client
@@ -18,7 +19,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from gateway.app import create_gateway
 from providers.registry import build_registry
-from runtime.servers import running
+from runtime.servers import free_port, running
 from runtime.settings import Settings
 from runtime.temporal import sdk_runtime
 from sandbox.app import SandboxConfig, create_app
@@ -87,15 +88,30 @@ async def temporal_dev_server(settings: Settings, *, ui: bool = True) -> AsyncIt
         yield env
 
 
+def private_settings(folder: Path, task_queue: str, **overrides: Any) -> Settings:
+    """Settings for a stack of its own (tests, benchmarks): free ports and files in `folder`, so nothing
+    clashes with a running `starter.py dev`."""
+    return Settings(
+        temporal_address=f"127.0.0.1:{free_port()}",
+        task_queue=task_queue,
+        data_dir=folder / "data",
+        dev_db_file=folder / "temporal.db",
+        gateway_port=free_port(),
+        sandbox_port=free_port(),
+        **overrides,
+    )
+
+
 @asynccontextmanager
 async def embedded_stack(settings: Settings, *, ui: bool = True) -> AsyncIterator[Stack]:
     """Everything `starter.py dev` runs; leaving the block stops it all."""
     async with temporal_dev_server(settings, ui=ui) as env, httpx.AsyncClient(timeout=10) as http:
         sandbox = create_app(SandboxConfig(settings.webhook_secret.get_secret_value(), settings.sandbox_report_delay))
-        gateway = create_gateway(env.client, build_registry(settings, http))
+        providers = build_registry(settings, http)  # one set of adapters for the gateway and the workers
+        gateway = create_gateway(env.client, providers)
         async with (
             running(sandbox, settings.sandbox_host, settings.sandbox_port),
             running(gateway, settings.gateway_host, settings.gateway_port),
-            running_workers(env.client, settings, http),
+            running_workers(env.client, settings, providers),
         ):
             yield Stack(env.client, settings)

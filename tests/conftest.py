@@ -13,8 +13,7 @@ from pydantic import SecretStr
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from runtime.devstack import Stack, embedded_stack
-from runtime.servers import free_port
+from runtime.devstack import Stack, embedded_stack, private_settings
 from runtime.settings import Settings
 from runtime.temporal import register_search_attributes, release_sdk_runtime, sdk_runtime
 
@@ -47,13 +46,9 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
 def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """Settings of the end-to-end stack: free ports and a private folder, so nothing clashes with `dev`."""
     root = tmp_path_factory.mktemp("stack")
-    return Settings(
-        temporal_address=f"127.0.0.1:{free_port()}",
-        task_queue=f"kaskad-e2e-{uuid.uuid4().hex[:6]}",
-        data_dir=root / "data",
-        dev_db_file=root / "temporal.db",
-        gateway_port=free_port(),
-        sandbox_port=free_port(),
+    return private_settings(
+        root,
+        f"kaskad-e2e-{uuid.uuid4().hex[:6]}",
         sandbox_report_delay=0.1,
         webhook_secret=SecretStr("e2e-secret"),
     )

@@ -21,6 +21,7 @@ from domain.models import DispatchRequest, DispatchResult, SendRequest
 from domain.refs import recipient_workflow_id
 from domain.spec import CascadePlan, Step, load_spec
 from domain.status import Channel
+from providers.registry import build_registry
 from providers.sandbox import SandboxAdapter
 from runtime.devstack import Stack
 from starter import start_mailing
@@ -151,7 +152,7 @@ async def test_a_mailing_started_without_a_valid_number_is_aborted_with_the_reas
 async def test_each_provider_sends_through_its_own_rate_capped_task_queue(stack: Stack) -> None:
     settings = stack.settings.model_copy(update={"task_queue": "wiring", "provider_rates": {"sandbox": 7.5}})
     async with httpx.AsyncClient() as http:
-        workers = build_workers(stack.client, settings, http)
+        workers = build_workers(stack.client, settings, build_registry(settings, http))
     by_queue = {worker.task_queue: worker.config() for worker in workers}
     assert set(by_queue) == {"wiring", "wiring-send-sandbox"}
     assert by_queue["wiring-send-sandbox"].get("max_task_queue_activities_per_second") == 7.5

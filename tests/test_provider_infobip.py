@@ -17,6 +17,7 @@ from fastapi import FastAPI, Request, Response
 from domain.models import SendRequest
 from domain.spec import Button
 from domain.status import Channel, MessageStatus
+from gateway.app import webhook_request as received_request
 from providers.accounts import AccountError
 from providers.base import ParsedReport, ProviderUnavailable, WebhookRejected, WebhookRequest
 from providers.common import retry_after as retry_after_seconds
@@ -453,12 +454,7 @@ def receiver_app(adapter: InfobipAdapter, receiver: Receiver, fail_first: int = 
         if len(receiver.answers) < fail_first:
             receiver.answers.append(503)
             return Response(status_code=503)
-        incoming = WebhookRequest(
-            body=await request.body(),
-            headers={key.lower(): value for key, value in request.headers.items()},
-            query=request.url.query,
-            client_ip=request.client.host if request.client else None,
-        )
+        incoming = received_request(request, await request.body())
         try:
             receiver.reports.extend(adapter.parse_webhook(incoming))
         except WebhookRejected as exc:

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from domain.models import SendRequest
 from domain.spec import Button
 from domain.status import Channel, MessageStatus
+from gateway.app import webhook_request
 from providers.accounts import AccountError
 from providers.base import ParsedReport, ProviderUnavailable, WebhookRejected, WebhookRequest
 from providers.rapporto import RapportoAdapter, build, parse_date
@@ -437,12 +438,7 @@ def receiver_app(receiver: Receiver) -> FastAPI:
             receiver.fail_first -= 1
             return JSONResponse({"error": "try later"}, status_code=500)
         assert receiver.adapter is not None
-        incoming = WebhookRequest(
-            body=await request.body(),
-            headers={k.lower(): v for k, v in request.headers.items()},
-            query=request.url.query,
-            client_ip=request.client.host if request.client else None,
-        )
+        incoming = webhook_request(request, await request.body())
         try:
             reports = receiver.adapter.parse_webhook(incoming)
         except WebhookRejected as exc:

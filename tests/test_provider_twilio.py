@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request, Response
 
 from domain.models import SendRequest, SendResult
 from domain.status import Channel, MessageStatus
+from gateway.app import webhook_request
 from providers import twilio
 from providers.accounts import AccountError
 from providers.base import ParsedReport, ProviderUnavailable, WebhookRejected, WebhookRequest
@@ -411,12 +412,7 @@ async def test_fake_posts_signed_callbacks_the_adapter_accepts(phone: str, final
 
     @receiver.post("/webhooks/twilio-main")
     async def receive(request: Request) -> Response:
-        incoming = WebhookRequest(
-            body=await request.body(),
-            headers={k.lower(): v for k, v in request.headers.items()},
-            query=request.url.query,
-            client_ip=request.client.host if request.client else None,
-        )
+        incoming = webhook_request(request, await request.body())
         try:
             reports.extend(adapters[0].parse_webhook(incoming))
         except WebhookRejected as exc:

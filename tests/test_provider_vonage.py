@@ -23,11 +23,12 @@ from jwt.warnings import InsecureKeyLengthWarning
 from domain.models import SendRequest
 from domain.spec import Button
 from domain.status import Channel, MessageStatus
+from gateway.app import webhook_request
 from providers.accounts import AccountError
 from providers.base import ParsedReport, ProviderUnavailable, WebhookRejected, WebhookRequest
 from providers.vonage import VonageAdapter, build
 from runtime.servers import free_port, running
-from tests.fakes.vonage import FakeVonageState, create_fake, sign_webhook
+from tests.fakes.vonage import FakeVonageState, create_fake, rsa_key_pair, sign_webhook
 
 SECRET = "s3cr3t-signature-secret-of-32-bytes!"
 API_KEY = "abcd1234"
@@ -45,16 +46,7 @@ class Keys:
 
 @pytest.fixture(scope="module")
 def keys() -> Keys:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    public_pem = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-    return Keys(private_pem, public_pem)
+    return Keys(*rsa_key_pair())
 
 
 def account(keys: Keys, **overrides: Any) -> dict[str, Any]:
@@ -463,7 +455,7 @@ class Receiver:
                 self.fail_first -= 1
                 return Response(status_code=503)
             assert self.adapter is not None
-            webhook = WebhookRequest(body=await request.body(), headers=dict(request.headers))
+            webhook = webhook_request(request, await request.body())
             try:
                 self.parsed.extend(self.adapter.parse_webhook(webhook))
             except WebhookRejected as exc:

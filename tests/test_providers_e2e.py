@@ -14,16 +14,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import SecretStr
 
 from domain.models import MailingInput, MailingSummary
 from domain.refs import mailing_workflow_id
 from domain.spec import MailingSpec
-from runtime.devstack import Stack, embedded_stack
+from runtime.devstack import Stack, embedded_stack, private_settings
 from runtime.servers import free_port, running
-from runtime.settings import Settings
 from tests.fakes import infobip, rapporto, twilio, vonage
 from tests.test_e2e import TEN_NUMBERS
 from workflows.mailing import MailingWorkflow
@@ -38,19 +35,6 @@ class ProviderStack:
     secrets: list[str]  # every secret value configured: none may reach a workflow history
 
 
-def rsa_key_pair() -> tuple[str, str]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    public = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-    return private, public
-
-
 def toml_string(value: str) -> str:
     return '"""' + value + '"""' if "\n" in value else f'"{value}"'
 
@@ -58,7 +42,7 @@ def toml_string(value: str) -> str:
 @pytest.fixture(scope="module")
 async def providers(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ProviderStack]:
     folder = tmp_path_factory.mktemp("providers")
-    private_pem, public_pem = rsa_key_pair()
+    private_pem, public_pem = vonage.rsa_key_pair()
     secret = {
         "vonage_signature": uuid.uuid4().hex + uuid.uuid4().hex,
         "infobip_key": "ib-" + uuid.uuid4().hex,
@@ -111,13 +95,9 @@ rate = 50
 """,
         encoding="utf-8",
     )
-    settings = Settings(
-        temporal_address=f"127.0.0.1:{free_port()}",
-        task_queue="providers",
-        data_dir=folder / "data",
-        dev_db_file=folder / "temporal.db",
-        gateway_port=free_port(),
-        sandbox_port=free_port(),
+    settings = private_settings(
+        folder,
+        "providers",
         webhook_secret=SecretStr(uuid.uuid4().hex),
         providers_file=accounts,
     )

@@ -56,11 +56,7 @@ class RecipientCascadeWorkflow:
         self._published: tuple[str, str, list[str]] | None = None
         self._control = Control()
         self._window: Window | None = input.window
-        self._zones = input.zones or [
-            input.plan.schedule.fallback_timezone
-            if input.plan.schedule.per_subscriber
-            else input.plan.schedule.timezone
-        ]
+        self._zones = input.zones or input.plan.schedule.default_zones
 
     @workflow.signal
     def control(self, control: Control) -> None:

@@ -22,6 +22,8 @@ from typing import Any
 
 import httpx
 import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
@@ -66,6 +68,20 @@ def error_body(status_code: int, detail: str, **extra: Any) -> dict[str, Any]:
         "instance": str(uuid.uuid4()),
         **extra,
     }
+
+
+def rsa_key_pair() -> tuple[str, str]:
+    """A fresh (private PEM, public PEM) pair, as a Vonage application holds."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    return private, public
 
 
 def sign_webhook(body: bytes, secret: str, api_key: str, iat: int | None = None) -> str:
