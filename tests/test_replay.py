@@ -21,6 +21,7 @@ from workflows.mailing import MailingWorkflow
 from workflows.recipient import RecipientCascadeWorkflow
 
 HISTORIES = sorted(Path(__file__).parent.joinpath("histories").glob("*/*.json"))
+TEXTS = {path: path.read_text() for path in HISTORIES}
 
 
 def test_histories_are_committed() -> None:
@@ -31,7 +32,7 @@ def test_histories_are_committed() -> None:
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[f"{p.parent.name}/{p.stem}" for p in HISTORIES])
 async def test_history_replays(path: Path) -> None:
-    history = WorkflowHistory.from_json(path.stem, json.loads(path.read_text()))
+    history = WorkflowHistory.from_json(path.stem, json.loads(TEXTS[path]))
     replayer = Replayer(
         workflows=[MailingWorkflow, RecipientCascadeWorkflow],
         data_converter=pydantic_data_converter,

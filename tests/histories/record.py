@@ -202,6 +202,7 @@ def _mailing_spec(**extra: Any) -> MailingSpec:
 async def _mailing_workers(client: Client, data_dir: Path, *, direct: bool) -> AsyncIterator[str]:
     queue, provider = f"record-{uuid.uuid4().hex[:6]}", RecordingProvider()
     lookups = DirectLookups(client, data_dir)
+    visibility: list[Callable[..., Any]]
     visibility = (
         [lookups.await_progress, lookups.broadcast]
         if direct
@@ -321,7 +322,6 @@ def _binary(name: str) -> str:
 
 
 async def main(folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
     scratch = folder / ".scratch"
     try:
         await record_recipients(folder)
@@ -333,5 +333,6 @@ async def main(folder: Path) -> None:
 
 
 if __name__ == "__main__":
+    Path(sys.argv[1]).mkdir(parents=True, exist_ok=True)
     asyncio.run(main(Path(sys.argv[1])))
     release_sdk_runtime()
