@@ -1,54 +1,71 @@
-"""Tell a mailing's running recipients that it was paused, resumed or cancelled (a `control` signal each).
+"""Tell a mailing's recipients that it was paused, resumed or cancelled (a `control` signal each).
 
-The mailing stops dispatching first, so every recipient that can be affected already runs. Visibility lags
-a second or so behind a start, so the running recipients are listed and signalled twice, a few seconds
-apart; a recipient applies a control only if its version is newer, so the second pass changes nothing
-for those the first reached.
+The mailing stops dispatching first, so every recipient that can be affected was started already, under an
+id derived from its phone: the stored list names them all, in dispatch order, whereas visibility shows a
+new workflow only seconds after its start (more under load). A recipient never started or already closed
+answers NOT_FOUND and needs nothing. Any other refusal (rate limit, server unavailable, deadline) is
+retried here a few times, then fails the attempt so that Temporal retries it; each attempt goes on from the
+stored-list position its predecessor last heartbeated. Signalling a recipient again is harmless: it
+applies a control only when its version is newer.
 """
 
 from __future__ import annotations
 
 import asyncio
+from itertools import islice
+from pathlib import Path
 
 from temporalio import activity
 from temporalio.client import Client
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
-from domain.models import BroadcastRequest
+from domain.models import BroadcastRequest, Control
+from domain.refs import recipient_workflow_id
+from recipients.importer import read_stored, stored_list_path
 from workflows.recipient import RecipientCascadeWorkflow
 
-PASSES = 2
-PAUSE_BETWEEN_PASSES = 3.0  # seconds: longer than visibility takes to show a new workflow here
-CONCURRENCY = 50
+BATCH = 50  # signals in flight at once; progress is heartbeated after each batch
+TRIES = 5  # per signal, before the attempt fails
+FIRST_BACKOFF = 0.2  # seconds before the second try, doubled before each next one
 
 
 class ControlActivities:
-    def __init__(self, client: Client) -> None:
-        self._client = client
+    def __init__(self, client: Client, data_dir: Path) -> None:
+        self._client, self._data_dir = client, data_dir
 
     @activity.defn(name="broadcast_control")
     async def broadcast(self, request: BroadcastRequest) -> int:
-        """Signal every running recipient of the mailing; returns how many signals were delivered."""
-        query = (
-            f"MailingId = '{request.mailing_id}' AND ExecutionStatus = 'Running'"
-            f" AND WorkflowType = '{RecipientCascadeWorkflow.__name__}'"
-        )
-        delivered = 0
-        limit = asyncio.Semaphore(CONCURRENCY)
-
-        async def signal(workflow_id: str) -> bool:
-            async with limit:
-                try:
-                    handle = self._client.get_workflow_handle(workflow_id)
-                    await handle.signal(RecipientCascadeWorkflow.control, request.control)
-                except RPCError:  # it finished meanwhile: nothing to hold or cancel
-                    return False
-                return True
-
-        for number in range(PASSES):
-            if number:
-                await asyncio.sleep(PAUSE_BETWEEN_PASSES)
-            ids = [execution.id async for execution in self._client.list_workflows(query)]
-            activity.heartbeat(number)
-            delivered += sum(await asyncio.gather(*(signal(i) for i in ids)))
+        """Signal each dispatched recipient of the mailing; returns how many signals were delivered."""
+        details = activity.info().heartbeat_details
+        position, delivered = (int(details[0]), int(details[1])) if details else (0, 0)
+        path = stored_list_path(self._data_dir, request.mailing_id)
+        if not path.exists():
+            return delivered  # a control that came before the import ended: nobody was started
+        recipients = read_stored(path, start=position)
+        if request.upto is not None:
+            recipients = islice(recipients, max(0, request.upto - position))
+        while batch := list(islice(recipients, BATCH)):
+            ids = [recipient_workflow_id(request.mailing_id, recipient.phone) for recipient in batch]
+            outcomes = await asyncio.gather(*(self._signal(i, request.control) for i in ids), return_exceptions=True)
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome  # the whole batch is signalled again on the retry
+            delivered += sum(outcome is True for outcome in outcomes)
+            activity.heartbeat(batch[-1].position + 1, delivered)
         return delivered
+
+    async def _signal(self, workflow_id: str, control: Control) -> bool:
+        """True when delivered, False when the recipient was never started or has closed."""
+        handle = self._client.get_workflow_handle(workflow_id)
+        tries = 0
+        while True:
+            try:
+                await handle.signal(RecipientCascadeWorkflow.control, control)
+                return True
+            except RPCError as error:
+                tries += 1
+                if error.status == RPCStatusCode.NOT_FOUND:
+                    return False
+                if tries == TRIES:
+                    raise
+            await asyncio.sleep(FIRST_BACKOFF * 2 ** (tries - 1))
