@@ -18,8 +18,10 @@ import re
 import secrets
 import signal
 import sys
+import time
+from collections.abc import Awaitable, Callable
 from contextlib import nullcontext
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 from urllib.parse import quote
@@ -29,6 +31,8 @@ from temporalio.client import (
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
+    WorkflowQueryFailedError,
+    WorkflowQueryRejectedError,
     WorkflowUpdateFailedError,
 )
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
@@ -36,7 +40,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.progress import count_mailing
-from domain.durations import format_duration
+from domain.durations import format_duration, parse_duration
 from domain.models import ImportReport, MailingInput, MailingSummary
 from domain.phones import normalize_phone
 from domain.refs import MAILING_ID_PATTERN, mailing_workflow_id
@@ -56,6 +60,8 @@ from workflows.search_attributes import MAILING_ID, MAILING_STATUS
 DEMO_SPEC = Path(__file__).resolve().parent / "examples" / "demo.toml"
 NO_WORKER_HINT_AFTER = 10  # seconds a mailing may stay "new" before we suspect that no worker runs
 PROGRESS_ABOVE_BYTES = 4 * 1024 * 1024  # files from this size get a progress bar (on a terminal)
+RECONNECT_FOR = timedelta(minutes=10)  # how long `--wait` keeps following while Temporal is unreachable
+RETRY_MAX_PAUSE = 5.0  # seconds between two tries while Temporal is unreachable (on top of the SDK's retries)
 
 
 class CliError(Exception):
@@ -130,22 +136,95 @@ async def with_live_counts(client: Client, summary: MailingSummary) -> MailingSu
     return summary.model_copy(update=counts.model_dump(exclude={"finished"}))
 
 
-async def follow(handle: WorkflowHandle[MailingWorkflow, MailingSummary], *, quiet: bool) -> MailingSummary:
-    """Print progress (to stderr) until the mailing ends; return its final summary."""
-    result = asyncio.ensure_future(_final_summary(handle))
-    seconds = 0
+def outage_reason(exc: BaseException) -> str | None:
+    """Why Temporal is unreachable, if `exc` says so (server killed or restarting, network down); else None.
+
+    By the time such an error reaches us the SDK has already retried the call for ~10 s (`RetryConfig`):
+    a refused connection is UNAVAILABLE "tcp connect error", a connection cut mid-call "transport error",
+    a lazy client's first connect a RuntimeError."""
+    if isinstance(exc, RPCError):
+        if exc.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED) or "transport" in exc.message:
+            return exc.message or exc.status.name
+    elif isinstance(exc, RuntimeError) and "connect" in str(exc):
+        return str(exc).partition("\n")[0][:120]
+    return None
+
+
+class Outage:
+    """A stretch of Temporal being unreachable while we follow a mailing. The mailing is durable on the
+    server and resumes by itself when the server is back, so the follower rides an outage out too: it says
+    so once (not on every retry), retries with a capped backoff, and gives up with a one-line error only
+    after `limit`."""
+
+    def __init__(self, limit: timedelta, what: str) -> None:
+        self.limit, self.what = limit, what
+        self.since: float | None = None
+        self.failures = 0
+
+    def failed(self, reason: str) -> float:
+        """Note a failed call; return the pause before the next try, or raise CliError past the limit."""
+        now = time.monotonic()
+        if self.since is None:
+            self.since, self.failures = now, 0
+            print(f"Temporal unreachable ({reason}); retrying", file=sys.stderr, flush=True)
+        elif now - self.since >= self.limit.total_seconds():
+            raise CliError(
+                f"Temporal unreachable for {format_duration(timedelta(seconds=now - self.since))} ({reason});"
+                f" stopped following {self.what}, which resumes when Temporal is back"
+            )
+        self.failures += 1
+        return min(RETRY_MAX_PAUSE, 0.25 * 2.0**self.failures)
+
+    def over(self) -> None:
+        """A call got through: the outage (if any) is over."""
+        if self.since is not None:
+            print("Temporal reachable again", file=sys.stderr, flush=True)
+            self.since = None
+
+    async def ride_out(self, exc: Exception, probe: Callable[[], Awaitable[object]]) -> None:
+        """Having caught `exc`: if it means Temporal is unreachable, pause and `probe()` until a call gets
+        through; any other error becomes a one-line CliError (never a traceback for an RPCError)."""
+        while (reason := outage_reason(exc)) is not None:
+            await asyncio.sleep(self.failed(reason))
+            try:
+                await probe()
+            except (RPCError, RuntimeError) as again:
+                exc = again
+            else:
+                self.over()
+                return
+        if isinstance(exc, RPCError):
+            raise CliError(f"cannot follow {self.what}: {exc.message}") from exc
+        raise exc
+
+
+async def follow(
+    handle: WorkflowHandle[MailingWorkflow, MailingSummary], *, quiet: bool, reconnect_for: timedelta = RECONNECT_FOR
+) -> MailingSummary:
+    """Print progress (to stderr) until the mailing ends; return its final summary. A Temporal outage of up
+    to `reconnect_for` does not end the following (see `Outage`): a restarted server picks the mailing up."""
+    outage = Outage(reconnect_for, f"mailing workflow {handle.id}")
+    result = asyncio.ensure_future(_final_summary(handle, outage))
+    began = time.monotonic()
     while not result.done():
         await asyncio.wait([result], timeout=1)
-        seconds += 1
         if result.done() or quiet:
             continue
         try:
             # The workflow's own figures (outcomes refreshed every few seconds): a dozen visibility
             # queries a second on top would only load the server the mailing runs on.
             summary = await handle.query(MailingWorkflow.summary)
-        except RPCError as exc:  # e.g. the query raced the workflow's end: just try again
-            print(f"[{seconds:>4}s] (progress unavailable: {exc.message})", file=sys.stderr)
+        except (RPCError, RuntimeError, WorkflowQueryFailedError, WorkflowQueryRejectedError) as exc:
+            if outage_reason(exc) is not None:  # the result task reports the outage and probes for its end
+                continue
+            if isinstance(exc, RuntimeError):
+                raise
+            # e.g. the query raced the workflow's end: just try again
+            seconds = int(time.monotonic() - began)
+            print(f"[{seconds:>4}s] (progress unavailable: {getattr(exc, 'message', exc)})", file=sys.stderr)
             continue
+        outage.over()
+        seconds = int(time.monotonic() - began)  # wall clock, taken now: a query may wait out the SDK's retries
         line = f"[{seconds:>4}s] {summary.status}"
         if summary.status == MailingStatus.WAITING and summary.start_at:
             line += f" for the start at {summary.start_at.isoformat()}"
@@ -160,11 +239,16 @@ async def follow(handle: WorkflowHandle[MailingWorkflow, MailingSummary], *, qui
     return result.result()
 
 
-async def _final_summary(handle: WorkflowHandle[MailingWorkflow, MailingSummary]) -> MailingSummary:
-    try:
-        return await handle.result()
-    except WorkflowFailureError as exc:  # terminated, cancelled or timed out from the outside
-        raise CliError(f"mailing workflow {handle.id} ended without a summary: {exc.cause or exc}") from exc
+async def _final_summary(handle: WorkflowHandle[MailingWorkflow, MailingSummary], outage: Outage) -> MailingSummary:
+    """The workflow's result. Its long poll fails once the SDK's own retries give up on a dead server, and
+    nothing re-issues it: we do, after a plain call (`describe`) shows the server answers again."""
+    while True:
+        try:
+            return await handle.result()
+        except WorkflowFailureError as exc:  # terminated, cancelled or timed out from the outside
+            raise CliError(f"mailing workflow {handle.id} ended without a summary: {exc.cause or exc}") from exc
+        except (RPCError, RuntimeError) as exc:
+            await outage.ride_out(exc, handle.describe)
 
 
 def print_summary(summary: MailingSummary, as_json: bool) -> None:
@@ -225,7 +309,7 @@ async def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
     if not args.wait:
         print(mailing_id)
         return 0
-    summary = await follow(handle, quiet=args.json)
+    summary = await follow(handle, quiet=args.json, reconnect_for=args.reconnect_for)
     print_summary(summary, args.json)
     return 0 if summary.status in (MailingStatus.COMPLETED, MailingStatus.COMPLETED_BY_END_DATE) else 1
 
@@ -399,9 +483,19 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         mailing_id = new_mailing_id(spec.name)
         handle = await start_mailing(stack.client, settings, spec, mailing_id)
         print(f"demo mailing {mailing_id} started\n  {ui_link(settings, mailing_id)}", file=sys.stderr)
-        summary = await follow(handle, quiet=args.json)
+        summary = await follow(handle, quiet=args.json, reconnect_for=args.reconnect_for)
     print_summary(summary, args.json)
     return 0 if summary.status in (MailingStatus.COMPLETED, MailingStatus.COMPLETED_BY_END_DATE) else 1
+
+
+def duration(text: str) -> timedelta:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+RECONNECT_HELP = f"keep following while Temporal is unreachable this long (default {format_duration(RECONNECT_FOR)})"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -411,12 +505,20 @@ def parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run the example mailing on the embedded stack, then stop")
     demo.add_argument("--spec", type=Path, default=DEMO_SPEC)
     demo.add_argument("--json", action="store_true")
+    demo.add_argument("--reconnect-for", type=duration, default=RECONNECT_FOR, metavar="DURATION", help=RECONNECT_HELP)
     demo.set_defaults(run=cmd_demo)
     start = commands.add_parser("start", help="launch a mailing")
     start.add_argument("spec", type=Path)
     start.add_argument("--id", help="mailing id (default: from the name plus a random suffix)")
     start.add_argument("--wait", action="store_true", help="follow progress until the mailing ends")
     start.add_argument("--json", action="store_true", help="print the final summary as JSON")
+    start.add_argument(
+        "--reconnect-for",
+        type=duration,
+        default=RECONNECT_FOR,
+        metavar="DURATION",
+        help="with --wait: " + RECONNECT_HELP,
+    )
     start.add_argument("--progress", action=argparse.BooleanOptionalAction, help="progress bar while reading")
     start.set_defaults(run=cmd_start)
     status = commands.add_parser("status", help="show a mailing's status and statistics")
