@@ -7,12 +7,17 @@ any recipient it starts again is refused by Temporal as already started — neve
 Speed: each start has a slot, `interval` after the previous one, carried from chunk to chunk by the
 mailing workflow (`not_before`), so starts are even across chunks, retries and workers: only one chunk
 of a mailing runs at a time. A recipient found already started takes no slot.
+
+A mailing without a speed is paced by its first step's provider rate: the server caps that provider's send
+queue at the rate anyway, so starting faster would only queue thousands of sends there (and hold them past
+a pause or the end date). A chunk then lasts about a second, as a paced one does.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import math
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 
@@ -28,13 +33,15 @@ from recipients.importer import StoredRecipient, read_stored
 from workflows.recipient import RecipientCascadeWorkflow
 from workflows.search_attributes import CASCADE_STATUS, MAILING_ID
 
-BATCH = 50  # concurrent start calls when unpaced; the server, not this loop, is the bottleneck
-
 
 class DispatchActivities:
-    def __init__(self, client: Client, task_queue: str) -> None:
+    def __init__(self, client: Client, task_queue: str, rates: Mapping[str, float], default_rate: float) -> None:
+        """`rates`: messages per second per provider account (`default_rate` for the others), as the send
+        workers cap their task queues."""
         self._client = client
         self._task_queue = task_queue
+        self._rates = rates
+        self._default_rate = default_rate
 
     @activity.defn(name="dispatch_recipients")
     async def dispatch(self, request: DispatchRequest) -> DispatchResult:
@@ -44,21 +51,14 @@ class DispatchActivities:
         else:
             result = DispatchResult(position=request.position, started=0, already_running=0)
             result.next_start = request.not_before
-        end = request.position + request.limit
+        interval, limit = request.interval, request.limit
+        if interval is None:  # no speed: the first step's provider rate, about a second's worth per chunk
+            rate = self._rates.get(request.plan.provider_for(request.plan.steps[0]), self._default_rate)
+            interval, limit = timedelta(seconds=1 / rate), min(limit, max(1, math.ceil(rate)))
+        end = request.position + limit
         recipients = islice(read_stored(request.stored_list, start=result.position), end - result.position)
-        if request.interval is None:
-            await self._unpaced(request, recipients, result)
-        else:
-            await self._paced(request, request.interval, recipients, result)
+        await self._paced(request, interval, recipients, result, end)
         return result
-
-    async def _unpaced(
-        self, request: DispatchRequest, recipients: Iterator[StoredRecipient], result: DispatchResult
-    ) -> None:
-        while not _past(request.until) and (batch := list(islice(recipients, BATCH))):
-            started = await asyncio.gather(*(self._start(request, r) for r in batch))
-            self._advance(result, batch[-1].position + 1, sum(started), len(started) - sum(started))
-        result.exhausted = result.position < request.position + request.limit and not _past(request.until)
 
     async def _paced(
         self,
@@ -66,6 +66,7 @@ class DispatchActivities:
         interval: timedelta,
         recipients: Iterator[StoredRecipient],
         result: DispatchResult,
+        end: int,
     ) -> None:
         for recipient in recipients:
             # A start late by up to one interval (a chunk's own overhead) is caught up at once: the rate holds
@@ -78,7 +79,7 @@ class DispatchActivities:
             if started:
                 result.next_start = slot + interval
             self._advance(result, recipient.position + 1, int(started), int(not started))
-        result.exhausted = result.position < request.position + request.limit
+        result.exhausted = result.position < end
 
     @staticmethod
     def _advance(result: DispatchResult, position: int, started: int, already: int) -> None:

@@ -62,20 +62,31 @@ class ProgressActivities:
         """Poll (one cheap count query a second) until every recipient finished, or the number of finished
         ones changed since the workflow last saw it (at most every REPORT_AT_MOST_EVERY), or
         REPORT_AT_LEAST_EVERY passed. Then it counts the outcomes (live in the mailing's query), and every
-        figure once all are finished."""
+        figure once all are finished.
+
+        `until_closed` (asked once every cascade is decided) polls the recipient workflows that have closed
+        instead: each stays open for late reports, which can still change the outcomes, so the final
+        figures are only final once the last one closed."""
         final = ", ".join(f"'{s.value}'" for s in FINAL_CASCADE_STATUSES)
         # A recipient workflow closed by hand (terminated in the UI) counts as finished too.
-        query = f"{_recipients_of(request.mailing_id)} AND (CascadeStatus IN ({final}) OR ExecutionStatus != 'Running')"
+        closed = "ExecutionStatus != 'Running'"
+        recipients = _recipients_of(request.mailing_id)
+        if request.until_closed:
+            query, last = f"{recipients} AND {closed}", request.last_closed
+        else:
+            query, last = f"{recipients} AND (CascadeStatus IN ({final}) OR {closed})", request.last_finished
         for poll in range(int(REPORT_AT_LEAST_EVERY / POLL_EVERY)):
-            finished = (await self._client.count_workflows(query)).count
-            activity.heartbeat(finished)
-            changed = finished != request.last_finished and poll * POLL_EVERY >= REPORT_AT_MOST_EVERY
-            if changed or finished >= request.expected:
+            seen = (await self._client.count_workflows(query)).count
+            activity.heartbeat(seen)
+            changed = seen != last and poll * POLL_EVERY >= REPORT_AT_MOST_EVERY
+            if changed or seen >= request.expected:
                 break
             await asyncio.sleep(POLL_EVERY.total_seconds())
-        done = finished >= request.expected
+        done = seen >= request.expected
         counts = await count_mailing(self._client, request.mailing_id, request.cascade, outcomes_only=not done)
-        return counts.model_copy(update={"finished": finished})
+        if request.until_closed:  # asked only once every cascade was decided: `finished` stays what it was
+            return counts.model_copy(update={"finished": request.last_finished, "closed": seen})
+        return counts.model_copy(update={"finished": seen})
 
 
 def _recipients_of(mailing_id: str) -> str:

@@ -51,7 +51,7 @@ async def test_a_retried_dispatch_resumes_and_never_starts_anyone_twice(stack: S
     plan = one_sms_plan()
     request = DispatchRequest(mailing_id=mailing_id, plan=plan, stored_list=stored_list(tmp_path))
     # A queue no worker polls: the recipients are started, never run.
-    dispatch = DispatchActivities(stack.client, f"idle-{uuid.uuid4().hex[:6]}").dispatch
+    dispatch = DispatchActivities(stack.client, f"idle-{uuid.uuid4().hex[:6]}", {}, 100.0).dispatch
 
     first = await ActivityEnvironment().run(dispatch, request)
     assert (first.position, first.started, first.already_running, first.exhausted) == (5, 5, 0, True)
@@ -63,7 +63,7 @@ async def test_a_retried_dispatch_resumes_and_never_starts_anyone_twice(stack: S
     resumed_env.on_heartbeat = lambda *details: beats.append(DispatchResult.model_validate(details[0]))
     resumed = await resumed_env.run(dispatch, request)  # a retry after the heartbeat at position 3
     assert (resumed.started, resumed.already_running) == (3, 2)
-    assert [(b.position, b.started, b.already_running) for b in beats] == [(5, 3, 2)]
+    assert [(b.position, b.started, b.already_running) for b in beats] == [(4, 3, 1), (5, 3, 2)]
 
     restarted = await ActivityEnvironment().run(dispatch, request)  # a retry that lost its heartbeat
     assert (restarted.started, restarted.already_running) == (0, 5)
@@ -85,7 +85,7 @@ async def test_a_retried_dispatch_resumes_and_never_starts_anyone_twice(stack: S
 async def test_a_paced_dispatch_spaces_its_starts_and_stops_at_its_deadline(stack: Stack, tmp_path: Path) -> None:
     mailing_id = f"paced-{uuid.uuid4().hex[:6]}"
     plan = one_sms_plan()
-    dispatch = DispatchActivities(stack.client, f"idle-{uuid.uuid4().hex[:6]}").dispatch
+    dispatch = DispatchActivities(stack.client, f"idle-{uuid.uuid4().hex[:6]}", {}, 100.0).dispatch
     interval = timedelta(milliseconds=300)
     began = datetime.now(UTC)
     request = DispatchRequest(

@@ -50,6 +50,17 @@ CHUNK_MAX = 100
 # a message or two above the rate. benchmarks/speed.py measures both sides of this.
 SPEED_MARGIN = 0.99
 
+# Patches (workflow.patched): behaviour changes of issue 9; histories recorded before them replay the old way.
+# A pause, resume or cancel during the delayed start no longer ends the wait: it runs on until start_at
+# (cancel still ends it). Before, any control change started the mailing at once.
+PATCH_START_AT = "start-at-holds"
+# The mailing completes once every recipient workflow has closed (their late-report window is over), not
+# once every cascade is decided: another await_progress loop (until_closed) after the old one ended.
+PATCH_AWAIT_CLOSED = "await-closed"
+# At a window's end or the end date, when the next start could not happen before it closes, a timer until
+# it closes replaces the back-to-back dispatch activities that started nobody.
+PATCH_HOLD_AT_CLOSE = "hold-at-close"
+
 
 class MailingStatus(StrEnum):
     NEW = "new"
@@ -197,18 +208,24 @@ class MailingWorkflow:
             RecipientActivities.import_recipients,
             ImportRequest(mailing_id=input.mailing_id, spec=input.spec),
             start_to_close_timeout=timedelta(hours=1),
+            heartbeat_timeout=HEARTBEAT,
             retry_policy=IMPORT_RETRY,
         )
         if self._r.import_report.valid == 0:
             raise ApplicationError("the recipients hold no valid number", non_retryable=True)
 
     async def _wait_for_start(self, input: MailingInput) -> None:
-        """A delayed start: a durable timer (visible in the UI) until `start_at`; cancel ends it early."""
+        """A delayed start: a durable timer (visible in the UI) until `start_at`; cancel ends it early. A pause
+        or resume wakes the timer (so the status shows at once) but the wait goes on: a pause still on at
+        `start_at` is then held by the dispatch loop."""
         start_at = input.spec.start_at
         if start_at is None or workflow.now() >= start_at:
             return
         self._set_phase(MailingStatus.WAITING)
-        await self._hold(start_at - workflow.now(), lambda: self._r.control.cancelled)
+        while True:
+            await self._hold(start_at - workflow.now(), lambda: self._r.control.cancelled)
+            if self._r.control.cancelled or workflow.now() >= start_at or not workflow.patched(PATCH_START_AT):
+                return
 
     async def _dispatch(self, input: MailingInput) -> None:
         """Start the recipients chunk by chunk: at the speed, inside the window, never while paused."""
@@ -234,8 +251,17 @@ class MailingWorkflow:
             if r.next_start is not None and (r.next_start - now).total_seconds() > CHUNK_SECONDS:
                 await self._hold(r.next_start - now)  # a slow speed: wait here, where pause can interrupt
                 continue
-            self._set_phase(MailingStatus.RUNNING)
             ends = [moment for moment in (window.end, spec.end_at) if moment is not None]
+            until = min(ends) if ends else None
+            if (
+                until is not None
+                and r.next_start is not None
+                and r.next_start >= until > now
+                and workflow.patched(PATCH_HOLD_AT_CLOSE)
+            ):
+                await self._hold(until - now)  # the next slot is past the close: nobody can start, so a timer
+                continue
+            self._set_phase(MailingStatus.RUNNING)
             request = DispatchRequest(
                 mailing_id=input.mailing_id,
                 plan=spec.cascade(),
@@ -244,7 +270,7 @@ class MailingWorkflow:
                 limit=limit,
                 interval=interval,
                 not_before=r.next_start,
-                until=min(ends) if ends else None,
+                until=until,
                 window=None if spec.schedule.per_subscriber else window,
             )
             self._dispatching = True
@@ -259,8 +285,12 @@ class MailingWorkflow:
                 )
             finally:
                 self._dispatching = False
+            started_nobody = result.position == r.position and not result.exhausted
             r.position, r.next_start, r.dispatched = result.position, result.next_start, result.exhausted
             self._continue_as_new_if_long(input)
+            now = workflow.now()
+            if started_nobody and until is not None and until > now and workflow.patched(PATCH_HOLD_AT_CLOSE):
+                await self._hold(until - now)  # the activity found the close (by its clock) already reached
 
     async def _mailing_window(self, input: MailingInput, now: datetime) -> Window | None:
         """The fixed-zone window now is in (or the next); for subscriber zones each recipient waits for its own."""
@@ -275,11 +305,14 @@ class MailingWorkflow:
         )
 
     async def _follow(self, input: MailingInput) -> None:
-        """Wait until every started recipient's cascade is decided, refreshing the figures as they change."""
+        """Wait until every started recipient's cascade is decided, then until every recipient workflow has
+        closed: each stays open `late_reports` for reports that can still turn undelivered into delivered,
+        so the final figures are taken only then. The figures refresh as they change meanwhile."""
         r = self._r
         if not r.end_reached and not r.control.cancelled:
             self._set_phase(MailingStatus.RUNNING)
-        while r.counts is None or r.counts.finished < r.position:
+        while not self._followed():
+            decided = r.counts is not None and r.counts.finished >= r.position
             r.counts = await workflow.execute_activity_method(
                 ProgressActivities.await_progress,
                 ProgressRequest(
@@ -287,13 +320,22 @@ class MailingWorkflow:
                     cascade=[s.channel for s in input.spec.steps],
                     expected=r.position,
                     last_finished=r.counts.finished if r.counts else -1,
+                    until_closed=decided,
+                    last_closed=r.counts.closed if r.counts and decided else -1,
                 ),
                 start_to_close_timeout=timedelta(minutes=5),
                 heartbeat_timeout=HEARTBEAT,
                 retry_policy=RETRY,
             )
-            if r.counts.finished < r.position:
+            if not self._followed():
                 self._continue_as_new_if_long(input)
+
+    def _followed(self) -> bool:
+        """Every started recipient is done: its cascade decided and (since PATCH_AWAIT_CLOSED) its workflow closed."""
+        counts, position = self._r.counts, self._r.position
+        if counts is None or counts.finished < position:
+            return False
+        return counts.closed >= position or not workflow.patched(PATCH_AWAIT_CLOSED)
 
     def _final_status(self, input: MailingInput) -> MailingStatus:
         r, end_at = self._r, input.spec.end_at
@@ -312,7 +354,7 @@ class MailingWorkflow:
             control = r.control
             await workflow.execute_activity_method(
                 ControlActivities.broadcast,
-                BroadcastRequest(mailing_id=self._input.mailing_id, control=control),
+                BroadcastRequest(mailing_id=self._input.mailing_id, control=control, upto=r.position),
                 start_to_close_timeout=timedelta(minutes=30),
                 heartbeat_timeout=timedelta(minutes=2),
                 retry_policy=RETRY,
