@@ -58,9 +58,9 @@ def build_workers(client: Client, settings: Settings, providers: Mapping[str, Pr
         workflow_runner=SANDBOX,
         activities=[
             RecipientActivities(settings.data_dir).import_recipients,
-            DispatchActivities(client, settings.task_queue).dispatch,
+            DispatchActivities(client, settings.task_queue, rates, settings.default_provider_rate).dispatch,
             ProgressActivities(client).await_progress,
-            ControlActivities(client).broadcast,
+            ControlActivities(client, settings.data_dir).broadcast,
             next_send_window,
         ],
     )

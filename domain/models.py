@@ -55,7 +55,7 @@ class DispatchRequest(BaseModel):
     stored_list: Path
     position: int = 0
     limit: int = 500  # at most this many recipients in this chunk
-    interval: timedelta | None = None  # between two starts (the speed); None: as fast as the server takes them
+    interval: timedelta | None = None  # between two starts (the speed); None: the first step's provider rate
     not_before: datetime | None = None  # the first start waits for this moment (the pace of the last chunk)
     until: datetime | None = None  # no start at or after this moment (window end, end date)
     window: Window | None = None  # the mailing's current window (fixed zone), handed to each recipient
@@ -87,6 +87,7 @@ class Control(BaseModel):
 class BroadcastRequest(BaseModel):
     mailing_id: str
     control: Control
+    upto: int | None = None  # the stored-list positions below this were dispatched; None: the whole list
 
 
 class RecipientInput(BaseModel):
@@ -110,6 +111,10 @@ class SendRequest(BaseModel):
     image_url: str | None = None
     button: Button | None = None
     ttl: timedelta
+    not_after: datetime | None = None  # the end date: nothing leaves from this moment on
+    # An earlier send of this message may have reached the provider (its worker died mid-request): only a
+    # provider that de-duplicates by `client_ref` may be asked again.
+    after_ambiguous: bool = False
 
     @classmethod
     def for_step(cls, ref: ClientRef, plan: CascadePlan, step: Step, text: str) -> SendRequest:
@@ -123,14 +128,29 @@ class SendRequest(BaseModel):
             image_url=step.image_url,
             button=step.button,
             ttl=step.wait,
+            not_after=plan.end_at,
         )
 
 
 class SendResult(BaseModel):
-    """The provider accepted the message (`message_id`) or refused it for good (`rejected`)."""
+    """The provider accepted the message (`message_id`) or refused it for good (`rejected`).
+
+    `unconfirmed`: the request may or may not have reached a provider that does not de-duplicate (its
+    answer was lost); it is not sent again, and the step's report — or its timeout — decides.
+    """
 
     message_id: str | None = None
     rejected: str | None = None
+    unconfirmed: bool = False
+
+
+class SendProgress(BaseModel):
+    """The send activity's heartbeat: whether its request may be at the provider right now.
+
+    Recorded on the server before every request, so when a worker dies mid-send the workflow learns (from
+    the heartbeat timeout's details) that the message may have left and never sends it twice."""
+
+    posting: bool = False
 
 
 class DeliveryReport(BaseModel):
@@ -153,6 +173,7 @@ class StepState(BaseModel):
     message_id: str | None = None
     error: str | None = None
     handed_over: bool = False
+    unconfirmed: bool = False  # handed over as far as anyone can tell; only a report can confirm it
     timed_out: bool = False
     sent_at: datetime | None = None
     delivered_at: datetime | None = None
@@ -201,6 +222,7 @@ class MailingCounts(BaseModel):
     delivered_by_channel: dict[str, int]
     channels: dict[str, dict[str, int]]
     finished: int = 0  # recipients with a final cascade status, or whose workflow was closed by hand
+    closed: int = 0  # recipient workflows closed (late-report window over); counted only when until_closed
 
 
 class MailingSummary(BaseModel):
@@ -232,6 +254,8 @@ class ProgressRequest(BaseModel):
     cascade: list[Channel]
     expected: int
     last_finished: int = -1
+    until_closed: bool = False  # every cascade is decided: wait for the recipient workflows to close
+    last_closed: int = -1
 
 
 class MailingResume(BaseModel):

@@ -8,8 +8,13 @@ from datetime import datetime
 from typing import Protocol
 from urllib.parse import parse_qsl
 
+import httpx
+
 from domain.models import SendRequest, SendResult
 from domain.status import MessageStatus
+
+# Transport failures after which the request may have reached the provider (its answer was lost).
+AMBIGUOUS_ERRORS = (httpx.ReadTimeout, httpx.WriteTimeout, httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
 
 
 class ProviderUnavailable(Exception):
@@ -59,6 +64,10 @@ class ParsedReport:
 
 class ProviderAdapter(Protocol):
     name: str
+    # Whether the provider recognises a repeated request with the same client reference as the same message.
+    # Only then may kaskad resend a message whose first request may have reached it (at-least-once);
+    # otherwise it never does (at-most-once), see activities/send.py.
+    deduplicates: bool
 
     async def send(self, request: SendRequest) -> SendResult:
         """Hand one message to the provider. Raise ProviderUnavailable for anything worth retrying;
@@ -67,4 +76,10 @@ class ProviderAdapter(Protocol):
 
     def parse_webhook(self, request: WebhookRequest) -> list[ParsedReport]:
         """Verify authenticity and parse a delivery-report request; raise WebhookRejected if bad."""
+        ...
+
+    async def was_received(self, request: SendRequest) -> bool | None:
+        """Whether the provider holds a message with this request's client reference: True, False, or None
+        when it cannot tell. Asked only after a send may have reached a provider that does not de-duplicate:
+        False lets kaskad send it after all; None means it never will (at most once)."""
         ...

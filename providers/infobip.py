@@ -21,7 +21,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, Va
 
 from domain.models import SendRequest, SendResult
 from domain.status import Channel, MessageStatus
-from providers.base import ParsedReport, ProviderUnavailable, WebhookRejected, WebhookRequest
+from providers.base import AMBIGUOUS_ERRORS, ParsedReport, ProviderUnavailable, WebhookRejected, WebhookRequest
 from providers.common import (
     authenticate_by_url_secret,
     check_networks,
@@ -52,14 +52,6 @@ DELIVERED_TO_OPERATOR = "DELIVERED_TO_OPERATOR"
 
 # Failures where Infobip never saw the request: safe to retry.
 _NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
-# Failures after the request may have reached Infobip, which does not de-duplicate by messageId.
-_AMBIGUOUS_ERRORS = (
-    httpx.ReadTimeout,
-    httpx.ReadError,
-    httpx.RemoteProtocolError,
-    httpx.WriteTimeout,
-    httpx.WriteError,
-)
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -160,6 +152,7 @@ class _Reports(BaseModel):
 
 
 class InfobipAdapter:
+    deduplicates = False  # not documented to de-duplicate by messageId
     """Sends through one Infobip account and reads the reports posted to its callback URL."""
 
     def __init__(self, name: str, config: InfobipConfig, http: httpx.AsyncClient, webhook_url: str) -> None:
@@ -222,7 +215,7 @@ class InfobipAdapter:
 
         A retried send is made safe here rather than by Infobip (which is not documented to de-duplicate by
         messageId): when the request may have reached Infobip (read/write timeout, dropped connection) we return
-        `SendResult(message_id=None)` instead of a retryable error, so the activity never sends it twice; the
+        `SendResult(unconfirmed=True)` instead of a retryable error, so the activity never sends it twice; the
         delivery report still finds the recipient through callbackData/messageId. Only failures that prove the
         request never arrived (connect errors, pool timeout) and explicit 429/5xx answers are retried.
         """
@@ -236,14 +229,14 @@ class InfobipAdapter:
             response = await self._http.post(url, json=body, headers=headers)
         except _NOT_SENT_ERRORS as exc:
             raise ProviderUnavailable(f"{self.name}: Infobip unreachable ({type(exc).__name__})") from exc
-        except _AMBIGUOUS_ERRORS as exc:
+        except AMBIGUOUS_ERRORS as exc:
             log.warning(
                 "%s: no answer from Infobip for %s (%s); it may have been accepted, not retrying",
                 self.name,
                 request.channel.value,
                 type(exc).__name__,
             )
-            return SendResult(message_id=None)
+            return SendResult(unconfirmed=True)
         except httpx.TransportError as exc:
             raise ProviderUnavailable(f"{self.name}: Infobip request failed ({type(exc).__name__})") from exc
         return self._result(response)
@@ -302,3 +295,7 @@ class InfobipAdapter:
             reason = reason or status.description or status.groupName
             return ParsedReport(client_ref, MessageStatus.UNDELIVERED, result.messageId, f"{status.name}: {reason}", at)
         raise WebhookRejected(400, f"unknown Infobip status group {status.groupId} {status.groupName}")
+
+    async def was_received(self, request: SendRequest) -> bool | None:
+        """This provider offers no look-up by our reference: a send that may have reached it is not repeated."""
+        return None

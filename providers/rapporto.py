@@ -113,6 +113,8 @@ class RapportoReport(BaseModel):
 
 
 class RapportoAdapter:
+    deduplicates = True  # by the partner message `id`, which is our client reference
+
     def __init__(self, name: str, config: RapportoConfig, http: httpx.AsyncClient, webhook_url: str) -> None:
         self.name = name
         self._config = config
@@ -205,6 +207,10 @@ class RapportoAdapter:
                 )
             )
         return parsed
+
+    async def was_received(self, request: SendRequest) -> bool | None:
+        """This provider offers no look-up by our reference: a send that may have reached it is not repeated."""
+        return None
 
 
 def _viber_content(request: SendRequest) -> dict[str, Any] | None:

@@ -27,7 +27,11 @@ def build_registry(settings: Settings, http: httpx.AsyncClient) -> dict[str, Pro
     webhooks = f"{settings.webhook_base_url}/webhooks"
     registry: dict[str, ProviderAdapter] = {
         "sandbox": SandboxAdapter(
-            http, settings.sandbox_base_url, f"{webhooks}/sandbox", settings.webhook_secret.get_secret_value()
+            http,
+            settings.sandbox_base_url,
+            f"{webhooks}/sandbox",
+            settings.webhook_secret.get_secret_value(),
+            deduplicates=settings.sandbox_deduplicates,
         ),
     }
     for name, account in accounts(settings).items():

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from domain.models import SendRequest, SendResult
 from domain.status import MessageStatus
-from providers.base import ParsedReport, ProviderUnavailable, WebhookRejected, WebhookRequest
+from providers.base import AMBIGUOUS_ERRORS, ParsedReport, ProviderUnavailable, WebhookRejected, WebhookRequest
 
 SIGNATURE_HEADER = "X-Sandbox-Signature"
 
@@ -33,11 +33,21 @@ class SandboxReport(BaseModel):
 class SandboxAdapter:
     name = "sandbox"
 
-    def __init__(self, http: httpx.AsyncClient, base_url: str, webhook_url: str, webhook_secret: str) -> None:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        base_url: str,
+        webhook_url: str,
+        webhook_secret: str,
+        *,
+        deduplicates: bool = True,
+    ) -> None:
         self._http = http
         self._base_url = base_url.rstrip("/")
         self._webhook_url = webhook_url
         self._secret = webhook_secret
+        # The sandbox always de-duplicates; declared False, kaskad treats it like Twilio (at most once).
+        self.deduplicates = deduplicates
 
     async def send(self, request: SendRequest) -> SendResult:
         body = {
@@ -53,6 +63,10 @@ class SandboxAdapter:
         }
         try:
             response = await self._http.post(f"{self._base_url}/messages", json=body)
+        except AMBIGUOUS_ERRORS as exc:
+            if not self.deduplicates:
+                return SendResult(unconfirmed=True)  # it may have arrived: never resend
+            raise ProviderUnavailable(f"sandbox: no answer ({type(exc).__name__})") from exc
         except httpx.TransportError as exc:
             raise ProviderUnavailable(f"sandbox unreachable: {type(exc).__name__}") from exc
         if response.status_code == 429 or response.status_code >= 500:
@@ -64,6 +78,15 @@ class SandboxAdapter:
         if response.status_code >= 400:
             return SendResult(rejected=f"{response.status_code}: {response.json().get('error', response.text)}")
         return SendResult(message_id=response.json()["message_id"])
+
+    async def was_received(self, request: SendRequest) -> bool | None:
+        """The sandbox lists what it accepted by client reference; None when it cannot be asked."""
+        try:
+            response = await self._http.get(f"{self._base_url}/messages", params={"client_ref": request.client_ref})
+            response.raise_for_status()
+            return bool(response.json())
+        except (httpx.HTTPError, ValueError):
+            return None
 
     def parse_webhook(self, request: WebhookRequest) -> list[ParsedReport]:
         body = request.body

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr, model_validator
 
 from domain.models import SendRequest, SendResult
 from domain.status import Channel, MessageStatus
-from providers.base import ParsedReport, ProviderUnavailable, WebhookRejected, WebhookRequest
+from providers.base import AMBIGUOUS_ERRORS, ParsedReport, ProviderUnavailable, WebhookRejected, WebhookRequest
 from providers.common import raise_if_worth_retrying, validate_account
 
 SIGNATURE_HEADER = "X-Twilio-Signature"
@@ -38,9 +38,6 @@ STATUSES: dict[str, MessageStatus] = {
     "undelivered": MessageStatus.UNDELIVERED,
     "canceled": MessageStatus.UNDELIVERED,
 }
-
-# Failures after which the request may have reached Twilio (see TwilioAdapter.send).
-_AMBIGUOUS = (httpx.ReadTimeout, httpx.WriteTimeout, httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
 
 
 class TwilioConfig(BaseModel):
@@ -95,6 +92,7 @@ def url_variants(url: str) -> list[str]:
 
 
 class TwilioAdapter:
+    deduplicates = False
     """Sends SMS through one Twilio account and reads its status callbacks."""
 
     def __init__(self, name: str, config: TwilioConfig, http: httpx.AsyncClient, webhook_url: str) -> None:
@@ -114,7 +112,7 @@ class TwilioAdapter:
 
         Twilio does not de-duplicate: a retried POST would be a second SMS. So once the request may have
         reached Twilio (read/write timeout or error, a broken response), this returns
-        `SendResult(message_id=None)` — handed over, id unknown — instead of raising a retryable error. The
+        `SendResult(unconfirmed=True)` — handed over as far as we know — instead of raising a retryable error. The
         status callback URL carries the reference, so its reports still find the recipient (and bring the
         message id); if none ever comes, the step times out and the cascade moves on. Only failures that
         certainly happened before Twilio saw the request (connect, pool) raise ProviderUnavailable.
@@ -137,8 +135,8 @@ class TwilioAdapter:
         auth = (self._config.account_sid, self._config.auth_token.get_secret_value())
         try:
             response = await self._http.post(self._messages_url, data=form, auth=auth)
-        except _AMBIGUOUS:
-            return SendResult(message_id=None)
+        except AMBIGUOUS_ERRORS:
+            return SendResult(unconfirmed=True)
         except httpx.TransportError as exc:  # connect refused/timeout, pool timeout: Twilio never saw it
             raise ProviderUnavailable(f"twilio unreachable: {type(exc).__name__}") from exc
         return self._result(response, phone)
@@ -199,6 +197,10 @@ class TwilioAdapter:
         ]
         if not any(matches):
             raise WebhookRejected(401, f"wrong {SIGNATURE_HEADER}")
+
+    async def was_received(self, request: SendRequest) -> bool | None:
+        """This provider offers no look-up by our reference: a send that may have reached it is not repeated."""
+        return None
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:

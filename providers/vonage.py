@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from domain.models import SendRequest, SendResult
 from domain.status import Channel, MessageStatus
 from providers.accounts import AccountError
-from providers.base import ParsedReport, ProviderUnavailable, WebhookRejected, WebhookRequest
+from providers.base import AMBIGUOUS_ERRORS, ParsedReport, ProviderUnavailable, WebhookRejected, WebhookRequest
 from providers.common import raise_if_worth_retrying, validate_account
 
 # SMS `ttl` (seconds): Vonage attempts delivery for 72 h by default and documents no lower bound for the
@@ -50,8 +50,6 @@ STATUS_MAP: dict[str, MessageStatus] = {
 
 # Failures where the request never left this machine: retrying cannot send the message twice.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
-# Failures after the request may have reached Vonage, which does not de-duplicate by client_ref.
-_AMBIGUOUS = (httpx.ReadTimeout, httpx.WriteTimeout, httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
 
 
 class VonageConfig(BaseModel):
@@ -108,6 +106,7 @@ class VonageStatusReport(BaseModel):
 
 
 class VonageAdapter:
+    deduplicates = False
     """Sends through `POST {base_url}/v1/messages` and parses the signed status webhooks."""
 
     def __init__(
@@ -180,7 +179,7 @@ class VonageAdapter:
         adapter therefore raises ProviderUnavailable (retry) only when the request surely did not reach
         Vonage (connection refused, connect/pool timeout) or Vonage answered 429/5xx/401/403. When the
         request may have reached Vonage but the answer was lost (read/write timeout or error, broken
-        response) it returns `SendResult(message_id=None)`: the message counts as handed over, and its
+        response) it returns `SendResult(unconfirmed=True)`: the message counts as handed over, and its
         status webhook, which carries our `client_ref`, still finds the recipient.
         """
         headers = {"Authorization": f"Bearer {self.application_token()}", "Accept": "application/json"}
@@ -188,8 +187,8 @@ class VonageAdapter:
             response = await self._http.post(self._url, json=self.message_body(request), headers=headers)
         except _NOT_SENT as exc:
             raise ProviderUnavailable(f"vonage unreachable: {type(exc).__name__}") from None
-        except _AMBIGUOUS:
-            return SendResult(message_id=None)  # may have been accepted: never resend (see docstring)
+        except AMBIGUOUS_ERRORS:
+            return SendResult(unconfirmed=True)  # may have been accepted: never resend (see docstring)
         except httpx.TransportError as exc:  # proxy/protocol set-up failures: nothing was sent
             raise ProviderUnavailable(f"vonage unreachable: {type(exc).__name__}") from None
 
@@ -259,6 +258,10 @@ class VonageAdapter:
                 at=report.timestamp,
             )
         ]
+
+    async def was_received(self, request: SendRequest) -> bool | None:
+        """This provider offers no look-up by our reference: a send that may have reached it is not repeated."""
+        return None
 
 
 def _clamp(value: int, low: int, high: int) -> int:

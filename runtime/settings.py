@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     sandbox_port: int = 8090
     sandbox_url: str | None = None
     sandbox_report_delay: float = 0.2
+    # Whether kaskad may count on the sandbox de-duplicating a retried send by its client reference (it does).
+    # False makes kaskad treat it like Twilio or Vonage — at most once, never a resend it cannot prove safe —
+    # which is how benchmarks/chaos.py measures that path.
+    sandbox_deduplicates: bool = True
 
     # Embedded dev server.
     dev_db_file: Path = Path(".kaskad/temporal.db")
@@ -57,6 +61,7 @@ class Settings(BaseSettings):
             "KASKAD_SANDBOX_PORT": str(self.sandbox_port),
             "KASKAD_WEBHOOK_SECRET": self.webhook_secret.get_secret_value(),
             "KASKAD_PROVIDER_RATES": json.dumps(self.provider_rates),
+            "KASKAD_SANDBOX_DEDUPLICATES": str(self.sandbox_deduplicates).lower(),
         }
 
     @property

@@ -90,7 +90,12 @@ def create_app(config: SandboxConfig) -> FastAPI:
         return JSONResponse({"message_id": accepted.message_id})
 
     @app.get("/messages")
-    async def messages() -> list[Accepted]:
+    async def messages(client_ref: str | None = None) -> list[Accepted]:
+        """Every accepted message, or the one with `client_ref` (how a sender checks whether a request whose
+        answer it lost did arrive)."""
+        if client_ref is not None:
+            known = state.messages.get(client_ref)
+            return [known] if known is not None else []
         return list(state.messages.values())
 
     @app.get("/healthz")

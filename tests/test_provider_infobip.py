@@ -208,7 +208,7 @@ async def test_read_timeout_is_not_retried_and_sent_once(fake: Fake) -> None:
     async with httpx.AsyncClient(timeout=httpx.Timeout(5, read=0.2)) as http:
         adapter = build("infobip-main", account(fake.url), http, WEBHOOK)
         result = await adapter.send(sms())
-    assert result.message_id is None and result.rejected is None
+    assert result.message_id is None and result.rejected is None and result.unconfirmed
     assert len(fake.state.requests) == 1
 
 

@@ -260,7 +260,7 @@ async def test_read_timeout_is_handed_over_without_retry(fake: Fake, keys: Keys)
     async with httpx.AsyncClient(timeout=httpx.Timeout(5, read=0.2)) as http:
         adapter = build("vonage-main", account(keys, base_url=fake.url), http, HOOK)
         result = await adapter.send(sms())
-    assert result.message_id is None and result.rejected is None
+    assert result.message_id is None and result.rejected is None and result.unconfirmed
     assert len(fake.state.requests) == 1 and len(fake.state.messages) == 1
 
 

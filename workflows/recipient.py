@@ -5,35 +5,65 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from enum import Enum
 from functools import partial
 from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from activities.schedule import next_send_window
-    from activities.send import SendActivities
+    from activities.send import (
+        END_DATE_REACHED,
+        HEARTBEAT_TIMEOUT,
+        NOT_SENT_RETRY_SAFE,
+        SEND_GIVE_UP_AFTER,
+        SendActivities,
+    )
     from domain.models import (
         Control,
         DeliveryReport,
         RecipientInput,
         RecipientState,
+        SendProgress,
         SendRequest,
+        SendResult,
         StepState,
         WindowRequest,
     )
     from domain.refs import ClientRef, send_task_queue
     from domain.schedule import Window
     from domain.status import CascadeStatus, MessageStatus, advance
-    from domain.template import render
+    from domain.template import MissingVariableError, render
     from workflows.search_attributes import CASCADE_STATUS, DELIVERED_CHANNEL, STEP_MILESTONES
 
-# A provider outage is retried with backoff for this long; then the step counts as not sent and the
-# cascade moves on, so one dead provider cannot hold a recipient forever.
-SEND_GIVE_UP_AFTER = timedelta(hours=1)
+# Versioning policy (README, "Deploying workflow changes"): a change to the commands this workflow issues runs
+# only where its patch says so. Recipients started before a patch replay and finish on the path they began.
+# Issue 9: a send stops on pause, cancel and the end date; no step is sent once an earlier one succeeded,
+# even when the success is reported during a hold; a worker dying mid-send never makes a provider that does
+# not de-duplicate send twice; reports for steps never sent, and repeated reports, change nothing.
+SAFE_SENDS = "issue-9-safe-sends"
+
+# Outage retries happen inside the send activity (see activities/send.py), so Temporal runs it once; its
+# start-to-close only has to outlast the activity's own give-up.
+SEND_ONCE = RetryPolicy(maximum_attempts=1)
+SEND_START_TO_CLOSE = SEND_GIVE_UP_AFTER + timedelta(minutes=10)
+# Workflows started before SAFE_SENDS keep Temporal's retries, bounded by a give-up that counts queue time.
 SEND_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1))
+# After an attempt failed in a way that is safe to repeat, wait this long before the next.
+RESEND_AFTER = timedelta(seconds=10)
+
+
+class _Outcome(Enum):
+    """What became of one send activity."""
+
+    DECIDED = "decided"  # handed over, refused for good, or given up: the step has its status
+    STOPPED = "stopped"  # paused, cancelled or past the end date before its request left
+    RETRY_NOW = "retry_now"  # its worker died: send again (the activity knows whether that is safe)
+    RETRY_LATER = "retry_later"  # failed in a way that is safe to repeat, after a pause
 
 
 @workflow.defn
@@ -57,6 +87,9 @@ class RecipientCascadeWorkflow:
         self._control = Control()
         self._window: Window | None = input.window
         self._zones = input.zones or input.plan.schedule.default_zones
+        self._safe_sends = workflow.patched(SAFE_SENDS)
+        self._attempted: set[int] = set()  # steps whose send was started
+        self._seen_reports: set[tuple[object, ...]] = set()
 
     @workflow.signal
     def control(self, control: Control) -> None:
@@ -70,6 +103,14 @@ class RecipientCascadeWorkflow:
         if not 0 <= report.step < len(self._state.steps):
             workflow.logger.warning("report for unknown step %s ignored", report.step)
             return
+        if self._safe_sends:
+            if report.step not in self._attempted:
+                workflow.logger.warning("report for step %s, which was never sent, ignored", report.step + 1)
+                return
+            key = (report.step, report.status, report.message_id, report.error, report.at)
+            if key in self._seen_reports:
+                return  # the same report again (a provider's retried batch): already counted
+            self._seen_reports.add(key)
         step = self._state.steps[report.step]
         step.reports += 1
         step.handed_over = True
@@ -90,22 +131,26 @@ class RecipientCascadeWorkflow:
         for index, step_spec in enumerate(input.plan.steps):
             if self._delivered_step() is not None:
                 break  # a late report of an earlier step already reached its status
-            refusal = await self._may_send(input)
-            if refusal is not None:
-                for step in self._state.steps[index:]:
-                    self._move(step, MessageStatus.NOT_SENT, refusal, None)
-                break
-            self._state.current_step = index
             step = self._state.steps[index]
-            await self._send(
-                step,
-                SendRequest.for_step(
-                    ClientRef(input.mailing_id, input.phone, index),
-                    input.plan,
-                    step_spec,
-                    render(step_spec.text, input.variables),
-                ),
-            )
+            if self._safe_sends:
+                refusal = await self._hand_over(index, input)
+                if self._delivered_step() is not None:
+                    break  # an earlier step's success was reported while this one was held: nothing sent
+            else:
+                refusal = await self._may_send(input)
+            if refusal is not None:
+                for later in self._state.steps[index:]:
+                    self._move(later, MessageStatus.NOT_SENT, refusal, None)
+                break
+            if not self._safe_sends:
+                self._state.current_step = index
+                try:
+                    request = self._request(index, input)
+                except MissingVariableError as exc:  # raised here, it would retry the workflow task forever
+                    for later in self._state.steps[index:]:
+                        self._move(later, MessageStatus.NOT_SENT, str(exc), None)
+                    break
+                await self._send_before_safe_sends(step, request)
             self._publish()
             wait = step_spec.wait if end_at is None else min(step_spec.wait, end_at - workflow.now())
             step.timed_out = not await self._wait(partial(self._step_decided_or_cancelled, index), wait)
@@ -115,11 +160,40 @@ class RecipientCascadeWorkflow:
         self._publish()
         return self._state
 
+    async def _hand_over(self, index: int, input: RecipientInput) -> str | None:
+        """Send step `index` once allowed: None when it was handed over (or refused by the provider, or an
+        earlier step's success made it needless), else the reason it never will be sent."""
+        step = self._state.steps[index]
+        try:
+            request = self._request(index, input)
+        except MissingVariableError as exc:
+            return str(exc)
+        while True:
+            refusal = await self._may_send(input)
+            if refusal is not None or self._delivered_step() is not None:
+                return refusal
+            self._state.current_step = index
+            outcome = await self._send(step, request)
+            if outcome is _Outcome.DECIDED:
+                return None
+            if outcome is _Outcome.RETRY_LATER:
+                await self._hold(lambda: self._delivered_step() is not None, RESEND_AFTER)
+            # STOPPED: paused, cancelled or past the end date with nothing sent; _may_send says what now
+
+    def _request(self, index: int, input: RecipientInput) -> SendRequest:
+        step_spec = input.plan.steps[index]
+        ref = ClientRef(input.mailing_id, input.phone, index)
+        return SendRequest.for_step(ref, input.plan, step_spec, render(step_spec.text, input.variables))
+
     async def _may_send(self, input: RecipientInput) -> str | None:
-        """Wait until a send is allowed: inside a window, not paused. The reason it never will be, or None."""
+        """Wait until a send is allowed: inside a window, not paused. The reason it never will be, or None.
+
+        With SAFE_SENDS it also returns (None) as soon as an earlier step reached its status."""
         schedule, end_at = input.plan.schedule, input.plan.end_at
         while True:
             now = workflow.now()
+            if self._safe_sends and self._delivered_step() is not None:
+                return None
             if self._control.cancelled:
                 return "cancelled"
             if end_at is not None and now >= end_at:
@@ -141,10 +215,16 @@ class RecipientCascadeWorkflow:
                 await self._hold(lambda: False, self._window.start - now)
 
     async def _hold(self, until: Callable[[], bool], limit: timedelta | None) -> None:
-        """Sleep (a durable timer) until `until()`, a control change or `limit`, whichever comes first."""
+        """Sleep (a durable timer) until `until()`, a control change or `limit`, whichever comes first; with
+        SAFE_SENDS also until an earlier step's success is reported (then nothing more is sent)."""
         control = self._control
+
+        def woken() -> bool:
+            succeeded = self._safe_sends and self._delivered_step() is not None
+            return until() or self._control is not control or succeeded
+
         with contextlib.suppress(TimeoutError):
-            await workflow.wait_condition(lambda: until() or self._control is not control, timeout=limit)
+            await workflow.wait_condition(woken, timeout=limit)
 
     async def _wait(self, condition: Callable[[], bool], limit: timedelta) -> bool:
         """Wait for `condition` up to `limit` (a durable timer); False when the time ran out.
@@ -167,7 +247,51 @@ class RecipientCascadeWorkflow:
                 self._publish()  # a report changed what the UI shows; the wait goes on
         return True
 
-    async def _send(self, step: StepState, request: SendRequest) -> None:
+    async def _send(self, step: StepState, request: SendRequest) -> _Outcome:
+        """One send activity, stopped by a pause, a cancel or the end date unless its request is already out."""
+        self._attempted.add(self._state.current_step)
+        end_at = request.not_after
+        sending = workflow.start_activity_method(
+            SendActivities.send,
+            request,
+            task_queue=send_task_queue(workflow.info().task_queue, request.provider),
+            start_to_close_timeout=SEND_START_TO_CLOSE,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
+            retry_policy=SEND_ONCE,
+            cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+        )
+        with contextlib.suppress(TimeoutError):
+            await workflow.wait_condition(
+                lambda: sending.done() or self._control.paused or self._control.cancelled,
+                timeout=None if end_at is None else max(end_at - workflow.now(), timedelta(0)),
+            )
+        if not sending.done():
+            sending.cancel()  # the activity stops unless its request is out, and then reports what happened
+        try:
+            result = await sending
+        except ActivityError as error:
+            return self._failed_send(step, request, error)
+        self._record_sent(step, result)
+        return _Outcome.DECIDED
+
+    def _failed_send(self, step: StepState, request: SendRequest, error: ActivityError) -> _Outcome:
+        cause = error.cause
+        if isinstance(cause, CancelledError):
+            return _Outcome.STOPPED  # cancelled before its request left (or while none was in flight)
+        if isinstance(cause, ActivityTimeoutError):  # the worker died: was its request at the provider?
+            details = cause.last_heartbeat_details
+            if details and SendProgress.model_validate(details[0]).posting:
+                request.after_ambiguous = True  # the activity resends only where the provider de-duplicates
+            return _Outcome.RETRY_NOW
+        if isinstance(cause, ApplicationError) and cause.type == END_DATE_REACHED:
+            return _Outcome.STOPPED
+        if isinstance(cause, ApplicationError) and cause.type == NOT_SENT_RETRY_SAFE:
+            return _Outcome.RETRY_LATER
+        self._move(step, MessageStatus.NOT_SENT, f"provider unavailable: {cause or error}", None)
+        return _Outcome.DECIDED
+
+    async def _send_before_safe_sends(self, step: StepState, request: SendRequest) -> None:
+        """The send as recipients started before SAFE_SENDS run it, to the end of their days."""
         try:
             result = await workflow.execute_activity_method(
                 SendActivities.send,
@@ -175,13 +299,18 @@ class RecipientCascadeWorkflow:
                 task_queue=send_task_queue(workflow.info().task_queue, request.provider),
                 start_to_close_timeout=timedelta(seconds=30),
                 schedule_to_close_timeout=SEND_GIVE_UP_AFTER,
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=SEND_RETRY,
             )
         except ActivityError as error:
             cause = error.cause or error
             self._move(step, MessageStatus.NOT_SENT, f"provider unavailable: {cause}", None)
             return
+        self._record_sent(step, result)
+
+    def _record_sent(self, step: StepState, result: SendResult) -> None:
         step.handed_over = True
+        step.unconfirmed = result.unconfirmed
         step.sent_at = step.sent_at or workflow.now()  # even when a report came first and moved the status on
         step.message_id = step.message_id or result.message_id
         if result.rejected is not None:

@@ -208,7 +208,7 @@ async def _mailing_workers(client: Client, data_dir: Path, *, direct: bool) -> A
         if direct
         else [
             ProgressActivities(client).await_progress,
-            ControlActivities(client).broadcast,
+            ControlActivities(client, data_dir).broadcast,
         ]
     )
     async with (
@@ -218,7 +218,7 @@ async def _mailing_workers(client: Client, data_dir: Path, *, direct: bool) -> A
             workflows=[MailingWorkflow, RecipientCascadeWorkflow],
             activities=[
                 RecipientActivities(data_dir).import_recipients,
-                DispatchActivities(client, queue).dispatch,
+                DispatchActivities(client, queue, {}, 100.0).dispatch,
                 next_send_window,
                 *visibility,
             ],
