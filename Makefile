@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test dev lint bench bench-validate bench-speed clean
+.PHONY: demo test dev lint bench bench-validate bench-speed chaos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,9 @@ bench-validate: $(STAMP)  ## 1M-row .csv/.xlsx: raw read against validation, pea
 
 bench-speed: $(STAMP)  ## a 600/min mailing for 3 minutes with two worker processes
 	$(BIN)/python benchmarks/speed.py
+
+chaos: $(STAMP)  ## 1,000 recipients, worker SIGKILLed 10x, dev server restarted: lost / duplicates / after cancel = 0
+	$(BIN)/python benchmarks/chaos.py
 
 clean:
 	rm -rf $(VENV) .kaskad

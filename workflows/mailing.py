@@ -60,6 +60,8 @@ PATCH_AWAIT_CLOSED = "await-closed"
 # At a window's end or the end date, when the next start could not happen before it closes, a timer until
 # it closes replaces the back-to-back dispatch activities that started nobody.
 PATCH_HOLD_AT_CLOSE = "hold-at-close"
+# Pause and cancel answer once the control broadcast reached every dispatched recipient, not at once.
+PATCH_ACKNOWLEDGED = "control-acknowledged"
 
 
 class MailingStatus(StrEnum):
@@ -94,13 +96,14 @@ class MailingWorkflow:
     # --- lifecycle updates (python starter.py pause|resume|cancel) -------------------------------------------
 
     @workflow.update
-    def pause(self) -> str:
+    async def pause(self) -> str:
         """Hold every send not yet made, fallbacks included; idempotent."""
         if self._r.control.cancelled or self.status in FINISHED:
             return f"mailing is {self.status}; nothing to pause"
         if self._r.control.paused:
             return "already paused"
         self._control(paused=True)
+        await self._told()
         return "paused"
 
     @workflow.update
@@ -112,14 +115,22 @@ class MailingWorkflow:
         return "resumed"
 
     @workflow.update
-    def cancel(self) -> str:
+    async def cancel(self) -> str:
         """Stop every pending send (those become not_sent); the mailing ends as aborted. Idempotent."""
         if self._r.control.cancelled:
             return "already cancelled"
         if self.status in FINISHED:
             return f"mailing is {self.status}; nothing to cancel"
         self._control(cancelled=True)
+        await self._told()
         return "cancelled"
+
+    async def _told(self) -> None:
+        """Answer a pause or cancel only once every dispatched recipient has it: from then on none of them starts
+        a send (one whose request is already out finishes; see activities/send.py)."""
+        if workflow.patched(PATCH_ACKNOWLEDGED):
+            version = self._r.control.version
+            await workflow.wait_condition(lambda: self._r.broadcast >= version)
 
     def _control(self, *, paused: bool | None = None, cancelled: bool | None = None) -> None:
         current = self._r.control
@@ -196,6 +207,7 @@ class MailingWorkflow:
         if self._r.control.cancelled:
             self._error = self._error or "cancelled by the user"
         await workflow.wait_condition(lambda: self._r.broadcast >= self._r.control.version)
+        await workflow.wait_condition(workflow.all_handlers_finished)  # their answers go out before the end
         broadcaster.cancel()
         self._finished_at = workflow.now()
         self._publish_status()
@@ -373,7 +385,11 @@ class MailingWorkflow:
 
     def _continue_as_new_if_long(self, input: MailingInput) -> None:
         """A long mailing (days of paced dispatch) starts a fresh history, carrying its state over."""
-        if workflow.info().is_continue_as_new_suggested() and self._r.broadcast >= self._r.control.version:
+        if (
+            workflow.info().is_continue_as_new_suggested()
+            and self._r.broadcast >= self._r.control.version
+            and workflow.all_handlers_finished()  # a pause or cancel still waiting for its broadcast
+        ):
             self._r.status = self._phase.value
             workflow.continue_as_new(input.model_copy(update={"resume": self._r}))
 
