@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 import httpx
 from temporalio.client import Client
@@ -22,7 +24,7 @@ from activities.dispatch import DispatchActivities
 from activities.progress import ProgressActivities
 from activities.recipients import RecipientActivities
 from activities.schedule import next_send_window
-from activities.send import SendActivities
+from activities.send import EXCHANGE_BUDGET, SendActivities
 from domain.refs import send_task_queue
 from providers.accounts import AccountError
 from providers.base import ProviderAdapter
@@ -70,6 +72,9 @@ def build_workers(client: Client, settings: Settings, providers: Mapping[str, Pr
             task_queue=send_task_queue(settings.task_queue, name),
             activities=[send],
             max_task_queue_activities_per_second=rates.get(name, settings.default_provider_rate),
+            # On shutdown (a deploy) a request already out is answered before the worker goes; a send not
+            # yet made is handed back for another worker (activities/send.py).
+            graceful_shutdown_timeout=EXCHANGE_BUDGET + timedelta(seconds=5),
         )
         for name in providers
     ]
@@ -95,7 +100,11 @@ async def main() -> None:
             client = await connect(settings)
         except RuntimeError as exc:
             raise SystemExit(f"error: cannot reach Temporal at {settings.temporal_address}: {exc}") from None
-        await asyncio.gather(*(worker.run() for worker in build_workers(client, settings, providers)))
+        workers = build_workers(client, settings, providers)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):  # a deploy stops the worker: drain, do not drop
+            loop.add_signal_handler(signum, lambda: [asyncio.ensure_future(w.shutdown()) for w in workers])
+        await asyncio.gather(*(worker.run() for worker in workers))
 
 
 if __name__ == "__main__":

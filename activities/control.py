@@ -1,4 +1,8 @@
-"""Tell a mailing's recipients that it was paused, resumed or cancelled (a `control` signal each).
+"""Tell a mailing's recipients that it was paused, resumed or cancelled (an `apply_control` update each).
+
+An update, not a signal: a recipient answers a pause or cancel only once it has no send out (a send still
+waiting or retrying is withdrawn; one whose request is out finishes), so when the broadcast ends — and the
+mailing's `pause`/`cancel` answers — no recipient will send anything more.
 
 The mailing stops dispatching first, so every recipient that can be affected was started already, under an
 id derived from its phone: the stored list names them all, in dispatch order, whereas visibility shows a
@@ -24,8 +28,8 @@ from domain.refs import recipient_workflow_id
 from recipients.importer import read_stored, stored_list_path
 from workflows.recipient import RecipientCascadeWorkflow
 
-BATCH = 50  # signals in flight at once; progress is heartbeated after each batch
-TRIES = 5  # per signal, before the attempt fails
+BATCH = 50  # updates in flight at once; progress is heartbeated after each batch
+TRIES = 5  # per recipient, before the attempt fails
 FIRST_BACKOFF = 0.2  # seconds before the second try, doubled before each next one
 
 
@@ -35,7 +39,7 @@ class ControlActivities:
 
     @activity.defn(name="broadcast_control")
     async def broadcast(self, request: BroadcastRequest) -> int:
-        """Signal each dispatched recipient of the mailing; returns how many signals were delivered."""
+        """Tell each dispatched recipient of the mailing; returns how many were told (the others are gone)."""
         details = activity.info().heartbeat_details
         position, delivered = (int(details[0]), int(details[1])) if details else (0, 0)
         path = stored_list_path(self._data_dir, request.mailing_id)
@@ -46,21 +50,21 @@ class ControlActivities:
             recipients = islice(recipients, max(0, request.upto - position))
         while batch := list(islice(recipients, BATCH)):
             ids = [recipient_workflow_id(request.mailing_id, recipient.phone) for recipient in batch]
-            outcomes = await asyncio.gather(*(self._signal(i, request.control) for i in ids), return_exceptions=True)
+            outcomes = await asyncio.gather(*(self._tell(i, request.control) for i in ids), return_exceptions=True)
             for outcome in outcomes:
                 if isinstance(outcome, BaseException):
-                    raise outcome  # the whole batch is signalled again on the retry
+                    raise outcome  # the whole batch is told again on the retry
             delivered += sum(outcome is True for outcome in outcomes)
             activity.heartbeat(batch[-1].position + 1, delivered)
         return delivered
 
-    async def _signal(self, workflow_id: str, control: Control) -> bool:
+    async def _tell(self, workflow_id: str, control: Control) -> bool:
         """True when delivered, False when the recipient was never started or has closed."""
         handle = self._client.get_workflow_handle(workflow_id)
         tries = 0
         while True:
             try:
-                await handle.signal(RecipientCascadeWorkflow.control, control)
+                await handle.execute_update(RecipientCascadeWorkflow.apply_control, control)
                 return True
             except RPCError as error:
                 tries += 1

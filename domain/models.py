@@ -115,6 +115,9 @@ class SendRequest(BaseModel):
     # An earlier send of this message may have reached the provider (its worker died mid-request): only a
     # provider that de-duplicates by `client_ref` may be asked again.
     after_ambiguous: bool = False
+    # The activity retries an outage itself (the workflow runs it once). False: it makes one request and
+    # leaves retries to Temporal, as workflows started before issue 9 schedule it.
+    retries_inside: bool = False
 
     @classmethod
     def for_step(cls, ref: ClientRef, plan: CascadePlan, step: Step, text: str) -> SendRequest:

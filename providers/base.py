@@ -18,11 +18,15 @@ AMBIGUOUS_ERRORS = (httpx.ReadTimeout, httpx.WriteTimeout, httpx.ReadError, http
 
 
 class ProviderUnavailable(Exception):
-    """A temporary failure (timeout, 429, 5xx): the send activity retries with backoff."""
+    """A temporary failure (timeout, 429, 5xx): the send activity retries with backoff.
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    `may_have_arrived`: the provider may have created the message before failing (500, 502, 504 from a
+    gateway whose backend went on): retried only where the provider de-duplicates."""
+
+    def __init__(self, message: str, retry_after: float | None = None, *, may_have_arrived: bool = False) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.may_have_arrived = may_have_arrived
 
 
 class WebhookRejected(Exception):

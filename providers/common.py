@@ -88,13 +88,19 @@ def authenticate_by_url_secret(request: WebhookRequest, secret: str, allowed_ips
         raise WebhookRejected(401, "source address not in allowed_ips")
 
 
+# Server errors after which the message may exist all the same; 429 and 503 say it was not taken.
+MAY_HAVE_ARRIVED = frozenset({500, 502, 504})
+
+
 def raise_if_worth_retrying(response: httpx.Response, account: str, provider: str, credentials: str) -> None:
     """429 and 5xx: the provider is busy or down, retry after `Retry-After`. 401/403: a configuration problem
     (`credentials` names what to check) — retried too, so sending resumes once it is fixed."""
     code = response.status_code
     if code == 429 or code >= 500:
         raise ProviderUnavailable(
-            f"{account}: {provider} answered {code}", retry_after(response.headers.get("Retry-After"))
+            f"{account}: {provider} answered {code}",
+            retry_after(response.headers.get("Retry-After")),
+            may_have_arrived=code in MAY_HAVE_ARRIVED,
         )
     if code in (401, 403):
         raise ProviderUnavailable(f"{account}: credentials refused by {provider} ({code}); check {credentials}")

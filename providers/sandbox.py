@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 from domain.models import SendRequest, SendResult
 from domain.status import MessageStatus
 from providers.base import AMBIGUOUS_ERRORS, ParsedReport, ProviderUnavailable, WebhookRejected, WebhookRequest
+from providers.common import MAY_HAVE_ARRIVED
 
 SIGNATURE_HEADER = "X-Sandbox-Signature"
 
@@ -74,6 +75,7 @@ class SandboxAdapter:
             raise ProviderUnavailable(
                 f"sandbox answered {response.status_code}",
                 float(retry_after) if retry_after and retry_after.isdigit() else None,
+                may_have_arrived=response.status_code in MAY_HAVE_ARRIVED,
             )
         if response.status_code >= 400:
             return SendResult(rejected=f"{response.status_code}: {response.json().get('error', response.text)}")

@@ -42,13 +42,14 @@ class RecordingProvider:
         self.requests: list[SendRequest] = []
         self.reject_channels: set[Channel] = set()
         self.failures_before_success = 0
+        self.failure = ProviderUnavailable("503 from provider", retry_after=1)
         self.on_send: Callable[[SendRequest], Awaitable[None]] | None = None
 
     async def send(self, request: SendRequest) -> SendResult:
         self.requests.append(request)
         if self.failures_before_success > 0:
             self.failures_before_success -= 1
-            raise ProviderUnavailable("503 from provider", retry_after=1)
+            raise self.failure
         if request.channel in self.reject_channels:
             return SendResult(rejected="not a viber user")
         if self.on_send is not None:

@@ -14,9 +14,16 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
-from temporalio.client import Client, Interceptor, OutboundInterceptor, SignalWorkflowInput
+from temporalio.client import (
+    Client,
+    Interceptor,
+    OutboundInterceptor,
+    StartWorkflowUpdateInput,
+    WorkflowUpdateHandle,
+)
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
@@ -40,8 +47,8 @@ CANCEL = Control(version=1, cancelled=True)
 
 
 class FlakySignals(Interceptor):
-    """Refuses the first `failures` signals to each of `failing` with RESOURCE_EXHAUSTED, as a rate-limited
-    frontend does; records the workflow id of each signal that went through."""
+    """Refuses the first `failures` control updates to each of `failing` with RESOURCE_EXHAUSTED, as a
+    rate-limited frontend does; records the workflow id of each one that went through."""
 
     def __init__(self, failing: Iterable[str] = (), failures: int = 0) -> None:
         self.left = dict.fromkeys(failing, failures)
@@ -56,12 +63,13 @@ class _FlakyOutbound(OutboundInterceptor):
         super().__init__(next)
         self._owner = owner
 
-    async def signal_workflow(self, input: SignalWorkflowInput) -> None:
+    async def start_workflow_update(self, input: StartWorkflowUpdateInput) -> WorkflowUpdateHandle[Any]:
         if self._owner.left.get(input.id, 0) > 0:
             self._owner.left[input.id] -= 1
             raise RPCError("namespace rate limit exceeded", RPCStatusCode.RESOURCE_EXHAUSTED, b"")
-        await super().signal_workflow(input)
+        handle = await super().start_workflow_update(input)
         self._owner.delivered.append(input.id)
+        return handle
 
 
 def intercepted(client: Client, interceptor: Interceptor) -> Client:

@@ -16,10 +16,11 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from activities.send import HEARTBEAT_TIMEOUT, SEND_GIVE_UP_AFTER
-from domain.models import Control, DeliveryReport, RecipientInput
+from domain.models import Control, DeliveryReport, RecipientInput, SendRequest
 from domain.schedule import Schedule
 from domain.spec import CascadePlan
 from domain.status import CascadeStatus, Channel, MessageStatus
+from providers.base import ProviderUnavailable
 from runtime.devstack import Stack
 from tests.test_cascade import Cascade, CascadeRunner, RecordingProvider, plan
 from tests.test_cascade_schedule import timed_plan, window_from_now
@@ -90,6 +91,47 @@ async def test_a_success_reported_while_paused_sends_no_fallback(
     await control(cascade, RESUME)
     state = await cascade.result()
     assert len(cascade.provider.requests) == 1 and state.delivered_channel is Channel.VIBER
+
+
+@pytest.mark.e2e
+async def test_a_success_reported_while_the_fallback_waits_in_its_queue_withdraws_it(stack: Stack) -> None:
+    """The SMS waits in its provider's queue (behind the rate cap; here no worker takes it at all) when
+    Viber's late `delivered` comes: the queued SMS is withdrawn, never sent."""
+    async with CascadeRunner(cast(WorkflowEnvironment, stack)).running() as runner:
+        steps = timed_plan(timedelta(seconds=2), timedelta(minutes=5)).steps
+        queued_sms = steps[1].model_copy(update={"provider": "unserved"})
+        cascade = await start(
+            runner, timed_plan(timedelta(seconds=2)).model_copy(update={"steps": [steps[0], queued_sms]})
+        )
+        await cascade.sends(1)
+        await asyncio.sleep(4)  # Viber timed out; the SMS is scheduled on a queue nobody polls
+        await cascade.report(0, D)
+        state = await cascade.result()
+    assert state.delivered_channel is Channel.VIBER and not state.steps[1].handed_over
+    assert len(runner.provider.requests) == 1
+
+
+async def test_a_pause_is_acknowledged_only_once_the_request_in_flight_is_answered(runner: CascadeRunner) -> None:
+    """A recipient answers the mailing's pause (the `apply_control` update) only when it has no send out: a
+    request already at the provider finishes and is recorded first, so after the answer nothing leaves."""
+    answer = asyncio.Event()
+
+    async def hold_the_answer(_request: SendRequest) -> None:
+        await answer.wait()
+
+    runner.provider.on_send = hold_the_answer
+    cascade = await start(runner, plan())
+    await cascade.sends(1)
+    pausing = asyncio.create_task(cascade.handle.execute_update(RecipientCascadeWorkflow.apply_control, PAUSE))
+    await asyncio.sleep(2)
+    assert not pausing.done()  # the Viber request is still at the provider
+    answer.set()
+    await asyncio.wait_for(pausing, timeout=30)
+    state = await cascade.state()
+    assert state.steps[0].status is S and state.steps[0].handed_over  # sent and recorded, then paused
+    await cascade.report(0, D)
+    await control(cascade, RESUME)
+    assert (await cascade.result()).delivered_channel is Channel.VIBER
 
 
 # --- 3. pause, cancel and the end date stop a send that is retrying -------------------------------------------
@@ -178,6 +220,23 @@ async def test_time_in_the_send_queue_does_not_count_as_an_outage(runner: Cascad
     assert scheduled.start_to_close_timeout.seconds > SEND_GIVE_UP_AFTER.total_seconds()
     assert scheduled.heartbeat_timeout.seconds == HEARTBEAT_TIMEOUT.total_seconds()
     assert scheduled.retry_policy.maximum_attempts == 1  # outage retries happen in the activity, see send.py
+
+
+# --- 4. at most once: an answer that may hide an accepted message is not retried ---------------------------
+
+
+async def test_a_502_from_a_provider_that_does_not_deduplicate_is_not_retried(runner: CascadeRunner) -> None:
+    """A 502 (a gateway whose backend may have created the message) is retried only where the provider
+    de-duplicates; otherwise the step counts as sent, unconfirmed, and its report decides."""
+    runner.provider.deduplicates = False
+    runner.provider.failures_before_success = 1
+    runner.provider.failure = ProviderUnavailable("502 from provider", may_have_arrived=True)
+    cascade = await start(runner, plan())
+    await cascade.sends(1)
+    await cascade.report(0, D)
+    state = await cascade.result()
+    assert len(runner.provider.requests) == 1
+    assert state.steps[0].unconfirmed and state.steps[0].handed_over and state.delivered_channel is Channel.VIBER
 
 
 # --- 8. a text that cannot be rendered; reports for steps never sent; repeated reports ------------------------

@@ -11,7 +11,7 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutType
 from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 
 with workflow.unsafe.imports_passed_through():
@@ -53,8 +53,13 @@ SEND_ONCE = RetryPolicy(maximum_attempts=1)
 SEND_START_TO_CLOSE = SEND_GIVE_UP_AFTER + timedelta(minutes=10)
 # Workflows started before SAFE_SENDS keep Temporal's retries, bounded by a give-up that counts queue time.
 SEND_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1))
-# After an attempt failed in a way that is safe to repeat, wait this long before the next.
+# After an attempt failed in a way that is safe to repeat, wait this long before the next; after this many
+# such failures (or SEND_GIVE_UP_AFTER since the first) the step is given up.
 RESEND_AFTER = timedelta(seconds=10)
+MAX_RESENDS = 10
+# A send no worker takes for this long (its provider's workers are gone) is given up. Generous: a backlog of
+# fallbacks behind a low rate cap can legitimately wait hours.
+SEND_SCHEDULE_TO_START = timedelta(hours=24)
 
 
 class _Outcome(Enum):
@@ -89,6 +94,7 @@ class RecipientCascadeWorkflow:
         self._zones = input.zones or input.plan.schedule.default_zones
         self._safe_sends = workflow.patched(SAFE_SENDS)
         self._attempted: set[int] = set()  # steps whose send was started
+        self._sending = False  # a send activity is outstanding
         self._seen_reports: set[tuple[object, ...]] = set()
 
     @workflow.signal
@@ -96,6 +102,14 @@ class RecipientCascadeWorkflow:
         """The mailing was paused, resumed or cancelled; an older or repeated control changes nothing."""
         if control.version > self._control.version:
             self._control = control
+
+    @workflow.update
+    async def apply_control(self, control: Control) -> None:
+        """The `control` signal as an update that answers once this recipient has no send out: how the
+        mailing acknowledges a pause or cancel only when no recipient will send anything more."""
+        self.control(control)
+        if self._safe_sends and (control.paused or control.cancelled):
+            await workflow.wait_condition(lambda: not self._sending)
 
     @workflow.signal
     def report(self, report: DeliveryReport) -> None:
@@ -140,7 +154,8 @@ class RecipientCascadeWorkflow:
                 refusal = await self._may_send(input)
             if refusal is not None:
                 for later in self._state.steps[index:]:
-                    self._move(later, MessageStatus.NOT_SENT, refusal, None)
+                    if not later.handed_over:
+                        self._move(later, MessageStatus.NOT_SENT, refusal, None)
                 break
             if not self._safe_sends:
                 self._state.current_step = index
@@ -168,17 +183,34 @@ class RecipientCascadeWorkflow:
             request = self._request(index, input)
         except MissingVariableError as exc:
             return str(exc)
+        request.retries_inside = True
+        failures, first_failure = 0, workflow.now()
         while True:
             refusal = await self._may_send(input)
+            if refusal is not None and request.after_ambiguous:
+                self._record_sent(step, SendResult(unconfirmed=True))  # its worker died with the request out
             if refusal is not None or self._delivered_step() is not None:
                 return refusal
             self._state.current_step = index
             outcome = await self._send(step, request)
             if outcome is _Outcome.DECIDED:
                 return None
+            if outcome is not _Outcome.STOPPED:
+                first_failure = first_failure if failures else workflow.now()
+                failures += 1
+                if failures >= MAX_RESENDS or workflow.now() - first_failure >= SEND_GIVE_UP_AFTER:
+                    self._give_up(step, request, f"send failed {failures} times")
+                    return None
             if outcome is _Outcome.RETRY_LATER:
-                await self._hold(lambda: self._delivered_step() is not None, RESEND_AFTER)
+                await self._hold(lambda: self._control.paused or self._control.cancelled, RESEND_AFTER)
             # STOPPED: paused, cancelled or past the end date with nothing sent; _may_send says what now
+
+    def _give_up(self, step: StepState, request: SendRequest, reason: str) -> None:
+        """No more tries: the step is not sent — or sent, unconfirmed, if a try may have reached the provider."""
+        if request.after_ambiguous:
+            self._record_sent(step, SendResult(unconfirmed=True))
+        else:
+            self._move(step, MessageStatus.NOT_SENT, reason, None)
 
     def _request(self, index: int, input: RecipientInput) -> SendRequest:
         step_spec = input.plan.steps[index]
@@ -251,18 +283,28 @@ class RecipientCascadeWorkflow:
         """One send activity, stopped by a pause, a cancel or the end date unless its request is already out."""
         self._attempted.add(self._state.current_step)
         end_at = request.not_after
+        self._sending = True
         sending = workflow.start_activity_method(
             SendActivities.send,
             request,
             task_queue=send_task_queue(workflow.info().task_queue, request.provider),
+            schedule_to_start_timeout=SEND_SCHEDULE_TO_START,
             start_to_close_timeout=SEND_START_TO_CLOSE,
             heartbeat_timeout=HEARTBEAT_TIMEOUT,
             retry_policy=SEND_ONCE,
             cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
         )
+
+        index = self._state.current_step
+
+        def stop() -> bool:
+            """Paused, cancelled, or another step succeeded (a step's own success means its request is out)."""
+            succeeded = self._delivered_step()
+            return self._control.paused or self._control.cancelled or (succeeded is not None and succeeded != index)
+
         with contextlib.suppress(TimeoutError):
             await workflow.wait_condition(
-                lambda: sending.done() or self._control.paused or self._control.cancelled,
+                lambda: sending.done() or stop(),
                 timeout=None if end_at is None else max(end_at - workflow.now(), timedelta(0)),
             )
         if not sending.done():
@@ -271,6 +313,8 @@ class RecipientCascadeWorkflow:
             result = await sending
         except ActivityError as error:
             return self._failed_send(step, request, error)
+        finally:
+            self._sending = False
         self._record_sent(step, result)
         return _Outcome.DECIDED
 
@@ -278,6 +322,9 @@ class RecipientCascadeWorkflow:
         cause = error.cause
         if isinstance(cause, CancelledError):
             return _Outcome.STOPPED  # cancelled before its request left (or while none was in flight)
+        if isinstance(cause, ActivityTimeoutError) and cause.type is TimeoutType.SCHEDULE_TO_START:
+            self._give_up(step, request, f"no worker took the send within {SEND_SCHEDULE_TO_START}")
+            return _Outcome.DECIDED
         if isinstance(cause, ActivityTimeoutError):  # the worker died: was its request at the provider?
             details = cause.last_heartbeat_details
             if details and SendProgress.model_validate(details[0]).posting:
