@@ -62,6 +62,11 @@ PATCH_AWAIT_CLOSED = "await-closed"
 PATCH_HOLD_AT_CLOSE = "hold-at-close"
 # Pause and cancel answer once the control broadcast reached every dispatched recipient, not at once.
 PATCH_ACKNOWLEDGED = "control-acknowledged"
+# A pause or cancel that arrives while the dispatch computes the window stops the next chunk; before, that
+# chunk started recipients the broadcast (already past them) never told.
+PATCH_CONTROL_BEFORE_CHUNK = "control-before-chunk"
+# A mailing paused past its end date ends at the end date; before, it waited for a resume forever.
+PATCH_END_WHILE_PAUSED = "end-while-paused"
 
 
 class MailingStatus(StrEnum):
@@ -245,14 +250,17 @@ class MailingWorkflow:
         interval = spec.speed.interval / SPEED_MARGIN if spec.speed else None
         limit = CHUNK_MAX if interval is None else max(1, math.ceil(CHUNK_SECONDS / interval.total_seconds()))
         while not r.dispatched:
-            await workflow.wait_condition(lambda: not r.control.paused or r.control.cancelled)
+            await self._wait_while_paused(spec.end_at)
             now = workflow.now()
             if r.control.cancelled:
                 return
             if spec.end_at is not None and now >= spec.end_at:
                 r.end_reached = True
                 return
+            version = r.control.version
             window = await self._mailing_window(input, now)
+            if r.control.version != version and workflow.patched(PATCH_CONTROL_BEFORE_CHUNK):
+                continue  # a pause or cancel came while the window was computed: decide again
             if window is None:
                 r.end_reached = True  # no allowed window opens before the end date
                 return
@@ -303,6 +311,21 @@ class MailingWorkflow:
             now = workflow.now()
             if started_nobody and until is not None and until > now and workflow.patched(PATCH_HOLD_AT_CLOSE):
                 await self._hold(until - now)  # the activity found the close (by its clock) already reached
+
+    async def _wait_while_paused(self, end_at: datetime | None) -> None:
+        """Hold dispatching while paused; a pause still on at the end date ends it there (since the patch)."""
+        r = self._r
+
+        def resumed() -> bool:
+            return not r.control.paused or r.control.cancelled
+
+        # Always awaited, even when not paused: wait_condition yields to the other coroutines (the control
+        # broadcaster), and the order of their commands is what histories recorded.
+        if end_at is not None and not resumed() and workflow.patched(PATCH_END_WHILE_PAUSED):
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(resumed, timeout=max(end_at - workflow.now(), timedelta(0)))
+        else:
+            await workflow.wait_condition(resumed)
 
     async def _mailing_window(self, input: MailingInput, now: datetime) -> Window | None:
         """The fixed-zone window now is in (or the next); for subscriber zones each recipient waits for its own."""
