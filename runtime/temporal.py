@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import gc
+import logging
 
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.runtime import Runtime, TelemetryConfig
+from temporalio.runtime import LogForwardingConfig, LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 
 from runtime.settings import Settings
 from workflows import search_attributes
@@ -20,7 +21,13 @@ def sdk_runtime() -> Runtime:
     """This process's Temporal core runtime (its Tokio threads), created on first use."""
     global _runtime
     if _runtime is None:
-        _runtime = Runtime(telemetry=TelemetryConfig())
+        # The core's own log lines (e.g. a gRPC call retried while the server restarts) go through Python
+        # logging — to stderr where nothing else is configured — never onto stdout, where `--json` prints.
+        logging_config = LoggingConfig(
+            filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
+            forwarding=LogForwardingConfig(logger=logging.getLogger("temporalio.core")),
+        )
+        _runtime = Runtime(telemetry=TelemetryConfig(logging=logging_config))
     return _runtime
 
 
