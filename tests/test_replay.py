@@ -27,7 +27,7 @@ TEXTS = {path: path.read_text() for path in HISTORIES}
 def test_histories_are_committed() -> None:
     """The replay test must never pass on zero histories."""
     folders = {path.parent.name for path in HISTORIES}
-    assert "2026-12-01-before-issue-9" in folders and len(HISTORIES) >= 14
+    assert {"2026-12-01-before-issue-9", "2026-12-01-after-issue-9"} <= folders and len(HISTORIES) >= 30
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[f"{p.parent.name}/{p.stem}" for p in HISTORIES])
