@@ -13,7 +13,7 @@ from domain.models import ImportReport, ImportRequest
 from recipients.importer import import_recipients
 from recipients.reader import RecipientsError
 
-# A heartbeat this often while the thread parses: the workflow's heartbeat timeout (30 s) then notices a dead
+# A heartbeat this often while the thread parses: the workflow's heartbeat timeout (15 s) then notices a dead
 # worker in seconds instead of the hour the import may take.
 HEARTBEAT_EVERY = 5.0
 

@@ -24,7 +24,7 @@ from domain.refs import mailing_workflow_id, recipient_workflow_id, send_task_qu
 from providers.base import ProviderAdapter
 from tests.test_cascade import RecordingProvider
 from tests.test_mailing_timing import NUMBERS, DirectLookups, spec
-from workflows.mailing import MailingWorkflow
+from workflows.mailing import HEARTBEAT, MailingWorkflow
 from workflows.recipient import RecipientCascadeWorkflow
 
 
@@ -89,7 +89,7 @@ async def test_pause_and_resume_during_a_delayed_start_still_start_at_start_at(
         if e.HasField("activity_task_scheduled_event_attributes")
     ]
     imports = [a for a in scheduled if a.activity_type.name == "import_recipients"]
-    assert [a.heartbeat_timeout.ToTimedelta() for a in imports] == [timedelta(seconds=30)]
+    assert [a.heartbeat_timeout.ToTimedelta() for a in imports] == [HEARTBEAT]
 
 
 async def test_the_import_heartbeats_while_it_parses(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

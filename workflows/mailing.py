@@ -37,7 +37,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.search_attributes import MAILING_STATUS
 
 # Long activities prove they are alive by heartbeating; a dead worker is noticed within this time.
-HEARTBEAT = timedelta(seconds=30)
+HEARTBEAT = timedelta(seconds=15)  # dispatch beats per start, progress per poll (1 s), import every 5 s
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
 # A file that fails to import five times will not import on the sixth: abort with the reason instead.
 IMPORT_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=5)
