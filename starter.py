@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import re
 import secrets
 import signal
@@ -52,7 +53,8 @@ from providers.accounts import AccountError
 from recipients.importer import ListRules, open_source, rejected_writer, validate_rows
 from recipients.reader import SUPPORTED_SUFFIXES, RecipientsError, Row, read_file
 from runtime.devstack import StackError, embedded_stack
-from runtime.settings import Settings
+from runtime.logs import configure_logging
+from runtime.settings import Settings, SettingsError
 from runtime.temporal import connect, release_sdk_runtime
 from workflows.mailing import MailingStatus, MailingWorkflow
 from workflows.search_attributes import MAILING_ID, MAILING_STATUS
@@ -462,6 +464,7 @@ async def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
+    configure_logging(logging.WARNING)  # the stack's worker, gateway and sandbox log here; numbers masked
     async with embedded_stack(settings):
         print(
             f"kaskad dev stack is up — Temporal {settings.temporal_address}, UI {settings.temporal_ui_url},"
@@ -479,6 +482,7 @@ async def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     spec = checked_spec(args.spec)
+    configure_logging(logging.WARNING)
     async with embedded_stack(settings) as stack:
         mailing_id = new_mailing_id(spec.name)
         handle = await start_mailing(stack.client, settings, spec, mailing_id)
@@ -553,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code: int = asyncio.run(args.run(args, Settings()))
         return code
-    except (CliError, StackError, OSError, AccountError) as exc:
+    except (CliError, StackError, OSError, AccountError, SettingsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import signal
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -29,7 +28,8 @@ from domain.refs import send_task_queue
 from providers.accounts import AccountError
 from providers.base import ProviderAdapter
 from providers.registry import build_registry, provider_rates
-from runtime.settings import Settings
+from runtime.logs import configure_logging
+from runtime.settings import Settings, SettingsError
 from runtime.temporal import connect
 from workflows.mailing import MailingWorkflow
 from workflows.recipient import RecipientCascadeWorkflow
@@ -108,9 +108,11 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per provider call is noise, not news
+    configure_logging()
     try:
         asyncio.run(main())
-    except AccountError as exc:  # a provider account that cannot be used: say which field, not a traceback
+    except (
+        AccountError,
+        SettingsError,
+    ) as exc:  # a provider account that cannot be used: say which field, not a traceback
         raise SystemExit(f"error: {exc}") from None

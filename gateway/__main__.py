@@ -9,13 +9,15 @@ import httpx
 from gateway.app import create_gateway
 from providers.accounts import AccountError
 from providers.registry import build_registry
+from runtime.logs import configure_logging
 from runtime.servers import serve
-from runtime.settings import Settings
+from runtime.settings import Settings, SettingsError
 from runtime.temporal import connect
 
 
 async def main() -> None:
     settings = Settings()
+    settings.webhook_key()  # before anything connects: no secret, no gateway
     client = await connect(settings, lazy=True)
     async with httpx.AsyncClient() as http:
         app = create_gateway(client, build_registry(settings, http))
@@ -23,7 +25,11 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    configure_logging()
     try:
         asyncio.run(main())
-    except AccountError as exc:  # a provider account that cannot be used: say which field, not a traceback
+    except (
+        AccountError,
+        SettingsError,
+    ) as exc:  # a provider account that cannot be used: say which field, not a traceback
         raise SystemExit(f"error: {exc}") from None

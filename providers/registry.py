@@ -30,7 +30,7 @@ def build_registry(settings: Settings, http: httpx.AsyncClient) -> dict[str, Pro
             http,
             settings.sandbox_base_url,
             f"{webhooks}/sandbox",
-            settings.webhook_secret.get_secret_value(),
+            settings.webhook_key(),
             deduplicates=settings.sandbox_deduplicates,
         ),
     }

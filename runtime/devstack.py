@@ -4,6 +4,7 @@ all started by one command on one machine and stopped together."""
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from pydantic import SecretStr
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
@@ -88,10 +90,18 @@ async def temporal_dev_server(settings: Settings, *, ui: bool = True) -> AsyncIt
         yield env
 
 
+def with_dev_secret(settings: Settings) -> Settings:
+    """`settings` with a webhook secret: the one set, else a random one for this run only (the embedded stack
+    is the one place kaskad may make one up: every process that needs it gets it from `process_env()`)."""
+    if settings.webhook_secret is not None:
+        return settings
+    return settings.model_copy(update={"webhook_secret": SecretStr(secrets.token_urlsafe(32))})
+
+
 def private_settings(folder: Path, task_queue: str, **overrides: Any) -> Settings:
     """Settings for a stack of its own (tests, benchmarks): free ports and files in `folder`, so nothing
     clashes with a running `starter.py dev`."""
-    return Settings(
+    settings = Settings(
         temporal_address=f"127.0.0.1:{free_port()}",
         task_queue=task_queue,
         data_dir=folder / "data",
@@ -100,13 +110,16 @@ def private_settings(folder: Path, task_queue: str, **overrides: Any) -> Setting
         sandbox_port=free_port(),
         **overrides,
     )
+    return with_dev_secret(settings)
 
 
 @asynccontextmanager
 async def embedded_stack(settings: Settings, *, ui: bool = True) -> AsyncIterator[Stack]:
-    """Everything `starter.py dev` runs; leaving the block stops it all."""
+    """Everything `starter.py dev` runs; leaving the block stops it all. Without KASKAD_WEBHOOK_SECRET it
+    uses a random secret (in `Stack.settings`)."""
+    settings = with_dev_secret(settings)
     async with temporal_dev_server(settings, ui=ui) as env, httpx.AsyncClient(timeout=10) as http:
-        sandbox = create_app(SandboxConfig(settings.webhook_secret.get_secret_value(), settings.sandbox_report_delay))
+        sandbox = create_app(SandboxConfig(settings.webhook_key(), settings.sandbox_report_delay))
         providers = build_registry(settings, http)  # one set of adapters for the gateway and the workers
         gateway = create_gateway(env.client, providers)
         async with (

@@ -33,10 +33,11 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 async def serve(app: FastAPI, host: str, port: int) -> None:
-    """Serve until interrupted (uvicorn handles SIGINT/SIGTERM)."""
+    """Serve until interrupted (uvicorn handles SIGINT/SIGTERM). `log_config=None` here and below: uvicorn's
+    loggers propagate to the root's handlers, where runtime.logs masks phone numbers, instead of its own."""
     sock = bind(host, port)
     with sock:
-        await uvicorn.Server(uvicorn.Config(app, log_level="warning")).serve(sockets=[sock])
+        await uvicorn.Server(uvicorn.Config(app, log_level="warning", log_config=None)).serve(sockets=[sock])
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -51,7 +52,7 @@ class _EmbeddedServer(uvicorn.Server):
 async def running(app: FastAPI, host: str, port: int) -> AsyncIterator[uvicorn.Server]:
     """Serve in the background for the duration of the block."""
     sock = bind(host, port)
-    server = _EmbeddedServer(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    server = _EmbeddedServer(uvicorn.Config(app, log_level="warning", log_config=None, lifespan="on"))
     server.config.host, server.config.port = sock.getsockname()[:2]
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started and not task.done():  # noqa: ASYNC110 - uvicorn exposes only a flag

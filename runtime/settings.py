@@ -9,6 +9,10 @@ from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+class SettingsError(ValueError):
+    """A setting kaskad cannot run without is missing; entry points print it as one `error:` line."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KASKAD_", env_file=".env", extra="ignore")
 
@@ -27,7 +31,9 @@ class Settings(BaseSettings):
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
     gateway_public_url: str | None = None
-    webhook_secret: SecretStr = SecretStr("sandbox-webhook-secret")
+    # No default: a default in the code is public, and would let anyone forge the sandbox's delivery reports.
+    # The embedded stack (runtime.devstack) makes up a random one per run when none is set.
+    webhook_secret: SecretStr | None = None
 
     # Provider accounts (Vonage, Infobip, Twilio, Rapporto): a TOML file, see providers/accounts.py.
     providers_file: Path | None = None
@@ -51,15 +57,21 @@ class Settings(BaseSettings):
     dev_db_file: Path = Path(".kaskad/temporal.db")
     dev_ui_port: int = 8233
 
+    def webhook_key(self) -> str:
+        """The secret that signs the sandbox's reports; the worker, gateway and sandbox refuse to start without."""
+        if self.webhook_secret is None:
+            raise SettingsError("KASKAD_WEBHOOK_SECRET is not set: the secret that authenticates delivery reports")
+        return self.webhook_secret.get_secret_value()
+
     def process_env(self) -> dict[str, str]:
         """Environment that points another kaskad process (a CLI, a second worker) at this stack."""
-        return {
+        secret = {"KASKAD_WEBHOOK_SECRET": self.webhook_secret.get_secret_value()} if self.webhook_secret else {}
+        return secret | {
             "KASKAD_TEMPORAL_ADDRESS": self.temporal_address,
             "KASKAD_TASK_QUEUE": self.task_queue,
             "KASKAD_DATA_DIR": str(self.data_dir),
             "KASKAD_GATEWAY_PORT": str(self.gateway_port),
             "KASKAD_SANDBOX_PORT": str(self.sandbox_port),
-            "KASKAD_WEBHOOK_SECRET": self.webhook_secret.get_secret_value(),
             "KASKAD_PROVIDER_RATES": json.dumps(self.provider_rates),
             "KASKAD_SANDBOX_DEDUPLICATES": str(self.sandbox_deduplicates).lower(),
         }

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import asyncio
 
+from runtime.logs import configure_logging
 from runtime.servers import serve
-from runtime.settings import Settings
+from runtime.settings import Settings, SettingsError
 from sandbox.app import SandboxConfig, create_app
 
 if __name__ == "__main__":
+    configure_logging()
     settings = Settings()
-    config = SandboxConfig(settings.webhook_secret.get_secret_value(), settings.sandbox_report_delay)
+    try:
+        config = SandboxConfig(settings.webhook_key(), settings.sandbox_report_delay)
+    except SettingsError as exc:
+        raise SystemExit(f"error: {exc}") from None
     asyncio.run(serve(create_app(config), settings.sandbox_host, settings.sandbox_port))

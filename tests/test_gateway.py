@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI, Request, Response
+from pydantic import SecretStr
 
 from gateway.app import MAX_BODY_BYTES, create_gateway
 from providers.registry import build_registry
@@ -50,7 +51,7 @@ def webhook(stack: Stack) -> str:
 
 @pytest.fixture
 def secret(stack: Stack) -> str:
-    return stack.settings.webhook_secret.get_secret_value()
+    return stack.settings.webhook_key()
 
 
 async def test_wrong_or_missing_signature_is_401(webhook: str) -> None:
@@ -88,12 +89,14 @@ async def test_unknown_workflow_or_reference_is_acknowledged(webhook: str, secre
 
 
 async def test_temporal_unavailable_is_503_so_the_provider_retries() -> None:
-    settings = Settings(temporal_address=f"127.0.0.1:{free_port()}", gateway_port=free_port())
+    settings = Settings(
+        temporal_address=f"127.0.0.1:{free_port()}", gateway_port=free_port(), webhook_secret=SecretStr("s")
+    )
     client = await connect(settings, lazy=True)
     async with httpx.AsyncClient() as http:
         app = create_gateway(client, build_registry(settings, http))
         async with running(app, "127.0.0.1", settings.gateway_port) as server:
-            secret = settings.webhook_secret.get_secret_value()
+            secret = settings.webhook_key()
             response = await post(f"{base_url(server)}/webhooks/sandbox", report_body("m/+79990000001/0"), secret)
     assert response.status_code == 503
 

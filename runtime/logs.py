@@ -1,0 +1,74 @@
+"""Logging for kaskad's processes: one format, and phone numbers masked on every line.
+
+Phone numbers are personal data, and they are everywhere a log line can reach: the Temporal SDK appends the
+workflow id (`mailing-<id>/+E164`) to every workflow and activity line, client references carry them, and
+validation errors echo the input. Masking them in one handler filter covers all of it, whoever logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+# `+` (or its URL encoding) and 7 to 15 digits, not glued to other digits: an E.164 number, also inside a
+# workflow id or a client reference. Ports, timestamps and counts have no `+` and are left alone.
+_E164 = re.compile(r"(?<!\d)(\+|%2B)(\d{7,15})(?!\d)", re.IGNORECASE)
+
+# Attributes every LogRecord has; anything else on a record came from `extra` (e.g. the SDK's
+# `temporal_workflow` / `temporal_activity` dicts, which hold the workflow id).
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
+def mask_phone(digits: str) -> str:
+    """Keep the country code (up to 4 leading digits) and the last 2; at least half the digits are hidden."""
+    shown = max(1, min(4, len(digits) - 2 - len(digits) // 2))
+    return digits[:shown] + "*" * (len(digits) - shown - 2) + digits[-2:]
+
+
+def mask_phones(text: str) -> str:
+    """`text` with every E.164-looking number masked: `+79991234588` → `+7999*****88`."""
+    return _E164.sub(lambda match: match.group(1) + mask_phone(match.group(2)), text)
+
+
+def _masked(value: Any) -> Any:
+    if isinstance(value, str):
+        return mask_phones(value)
+    if isinstance(value, dict):
+        return {key: _masked(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_masked(item) for item in value)
+    return value
+
+
+class MaskPhones(logging.Filter):
+    """Rewrites a record so that no handler can print an unmasked phone number: the message with its
+    args, the traceback, and the context added through `extra`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            record.msg, record.args = mask_phones(record.getMessage()), None
+        except (TypeError, ValueError):  # args that do not fit the message: the handler reports it, masked
+            record.msg, record.args = _masked(record.msg), _masked(record.args)
+        if record.exc_info and not record.exc_text:  # formatters reuse exc_text instead of formatting again
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = mask_phones(record.exc_text)
+        if record.stack_info:
+            record.stack_info = mask_phones(record.stack_info)
+        for key in vars(record).keys() - _STANDARD:
+            setattr(record, key, _masked(getattr(record, key)))
+        return True
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Log to stderr with phone numbers masked; every entry point that logs calls this, nothing else
+    configures handlers. The filter sits on the root's handlers, not on a logger, because a logger's filters
+    do not see records propagated from its children (the SDK's, uvicorn's, ours)."""
+    logging.basicConfig(level=level, format=FORMAT)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per provider call is noise, not news
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, MaskPhones) for f in handler.filters):
+            handler.addFilter(MaskPhones())

@@ -1,0 +1,132 @@
+"""Issue 10: no phone number reaches kaskad's logs unmasked (the filter, and a real mailing end to end)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from providers.sandbox import SIGNATURE_HEADER, sign
+from runtime.devstack import Stack
+from runtime.logs import MaskPhones, configure_logging, mask_phones
+from starter import checked_spec, start_mailing
+
+NOW = "2024-05-01T12:00:00Z"
+
+
+def record(msg: str, *args: object, **extra: object) -> logging.LogRecord:
+    made = logging.LogRecord("kaskad.test", logging.WARNING, __file__, 1, msg, args or None, None)
+    for key, value in extra.items():
+        setattr(made, key, value)
+    return made
+
+
+def formatted(made: logging.LogRecord) -> str:
+    MaskPhones().filter(made)
+    return logging.Formatter("%(asctime)s %(message)s").format(made)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("+79991234588", "+7999*****88"),
+        ("workflow mailing-spring/+79991234588 failed", "workflow mailing-spring/+7999*****88 failed"),
+        ("ref spring-1/+14155552671/0", "ref spring-1/+1415*****71/0"),
+        ("short +4930123", "short +49***23"),  # at least half of the digits stay hidden
+        ("url ?to=%2B79991234588", "url ?to=%2B7999*****88"),
+        ("input_value='+447700900123'", "input_value='+4477******23'"),
+    ],
+)
+def test_numbers_are_masked_keeping_country_code_and_last_two(text: str, expected: str) -> None:
+    assert mask_phones(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "listening on 127.0.0.1:8080",
+        "2024-05-01 12:00:00,123 +0300 took 1234567 ms",
+        "sent 12345678 messages, rate +12.5%",
+        "mailing spring-2024-0001 step 2",
+    ],
+)
+def test_non_numbers_are_left_alone(text: str) -> None:
+    assert mask_phones(text) == text
+
+
+def test_numbers_in_args_extra_context_and_tracebacks_are_masked() -> None:
+    made = record(
+        "send to %s failed (%s)",
+        "+79991234588",
+        {"to": "+79991234511"},
+        temporal_workflow={"workflow_id": "mailing-m/+79991234522", "attempt": 1},
+    )
+    try:
+        raise ValueError("bad number +79991234533")
+    except ValueError:
+        made.exc_info = sys.exc_info()
+    text = formatted(made)
+    assert "+7999*****88" in text and "+7999*****11" in text and "+7999*****33" in text
+    assert vars(made)["temporal_workflow"] == {"workflow_id": "mailing-m/+7999*****22", "attempt": 1}
+    assert "1234588" not in text + str(vars(made))
+
+
+def test_configure_logging_puts_the_filter_on_every_root_handler() -> None:
+    root = logging.getLogger()
+    handler = logging.StreamHandler()
+    root.addHandler(handler)
+    try:
+        configure_logging()
+        assert all(any(isinstance(f, MaskPhones) for f in h.filters) for h in root.handlers)
+    finally:
+        root.removeHandler(handler)
+
+
+@pytest.mark.e2e
+async def test_a_mailing_logs_no_unmasked_number(
+    stack: Stack, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Worker, gateway, sandbox and the Temporal SDK in one process; their lines about the recipients are
+    captured, and none of them carries a number in clear."""
+    caplog.set_level(logging.INFO)
+    configure_logging()  # what every entry point does; under pytest the root's handlers are caplog's
+    numbers = [f"+7999555{n:04d}" for n in range(3)]
+    mailing_id = f"logs-{uuid.uuid4().hex[:6]}"
+    spec = tmp_path / "spec.toml"
+    spec.write_text(
+        f'name = "Logs"\nnumbers = {json.dumps(numbers)}\nlate_reports = "2s"\n[schedule]\nhours = "00:00-24:00"\n'
+        '[[steps]]\nchannel = "sms"\nsender = "Shop"\ntext = "Hi"\nwait = "5s"\nexpect = "delivered"\n',
+        encoding="utf-8",
+    )
+    handle = await start_mailing(stack.client, stack.settings, checked_spec(spec), mailing_id)
+    secret = stack.settings.webhook_secret
+    assert secret is not None
+    webhook = f"{stack.settings.webhook_base_url}/webhooks/sandbox"
+
+    async def post(body: dict[str, str]) -> httpx.Response:
+        raw = json.dumps(body).encode()
+        return await http.post(webhook, content=raw, headers={SIGNATURE_HEADER: sign(key, raw)})
+
+    key = secret.get_secret_value()
+    async with httpx.AsyncClient() as http:
+        for number in numbers:  # a malformed report (the gateway logs it), then one for a step never sent
+            assert (await post({"client_ref": f"{mailing_id}/{number}/0", "status": number})).status_code == 400
+            unsent = {"client_ref": f"{mailing_id}/{number}/7", "message_id": "x", "status": "sent", "timestamp": NOW}
+            for _ in range(300):  # until the recipient workflow exists and takes it (the workflow logs it)
+                if (await post(unsent)).json()["recorded"] == 1:
+                    break
+                await asyncio.sleep(0.1)
+    await handle.result()
+
+    unknown_step = [r for r in caplog.records if r.name.startswith("temporalio") and "unknown step" in r.msg]
+    assert len(unknown_step) == len(numbers)  # the SDK's own lines, which carry the workflow id
+    captured = caplog.text + "".join(str(vars(r)) for r in caplog.records)
+    for number in numbers:
+        assert number not in captured
+        assert mask_phones(number) in caplog.text  # lines about this recipient were logged, masked
