@@ -17,6 +17,8 @@ from typing import NamedTuple, TextIO
 import phonenumbers
 import phonenumbers.timezone
 from openpyxl import Workbook
+from openpyxl.cell.cell import Cell, WriteOnlyCell
+from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 
 from domain.models import ImportReport, RejectedRow
 from domain.phones import PhoneClassifier, RejectReason
@@ -28,6 +30,8 @@ from recipients.reader import Progress, RecipientsError, SourceOptions, Table, r
 SAMPLE_SIZE = 20
 REJECTED_SUFFIXES = (".csv", ".xlsx")
 REJECTED_HEADER = ("row", "value", "reason")
+# What makes a spreadsheet read a cell as a formula (OWASP, CSV injection): neutralised in every export.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 # Header names (lower case) of a column that gives each subscriber's time zone.
 ZONE_HEADERS = frozenset({"timezone", "time zone", "time_zone", "tz", "часовой пояс"})
@@ -213,27 +217,49 @@ def import_recipients(spec: MailingSpec, data_dir: Path, mailing_id: str, now: d
     return report.model_copy(update={"stored_list": stored, "rejected_file": rejected_file})
 
 
+def neutralise(text: str) -> str:
+    """The text with a `'` in front if it begins like a formula (`=` `+` `-` `@` tab CR), else unchanged.
+
+    A recipient list is someone else's data: a value such as `=HYPERLINK(…)` written as it is to a .csv or
+    .xlsx export would run in the spreadsheet of whoever opens it. OWASP's CSV-injection rule: the quote makes
+    Excel and Calc take the cell as text, and the original text stays visible after it. Every writer of an
+    export goes through this one function.
+    """
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
 @contextmanager
 def rejected_writer(path: Path) -> Iterator[Callable[[int, str, str], None]]:
-    """A function that writes one rejected row (row, value, reason) to a .csv or .xlsx file, streamed."""
+    """A function that writes one rejected row (row, value, reason) to a .csv or .xlsx file, streamed.
+
+    Text cells are neutralised (see `neutralise`); in .xlsx they are also explicit string cells, since openpyxl
+    would otherwise store any text that starts with `=` as a live formula.
+    """
     if path.suffix.lower() not in REJECTED_SUFFIXES:
         raise RecipientsError(f"{path.name}: the rejected rows can be written to .csv or .xlsx")
     if path.suffix.lower() == ".csv":
         with _atomic(path) as file:
             writer = csv.writer(file)
             writer.writerow(REJECTED_HEADER)
-            yield lambda row, value, reason: writer.writerow((row, value, reason))
+            yield lambda row, value, reason: writer.writerow((row, neutralise(value), neutralise(reason)))
         return
     workbook = Workbook(write_only=True)
     sheet = workbook.create_sheet("rejected")
-    sheet.append(REJECTED_HEADER)
-    yield lambda row, value, reason: sheet.append((row, value, reason))
+    sheet.append([_text_cell(sheet, name) for name in REJECTED_HEADER])
+    yield lambda row, value, reason: sheet.append((row, _text_cell(sheet, value), _text_cell(sheet, reason)))
     tmp = path.with_name(path.name + ".tmp")
     try:
         workbook.save(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _text_cell(sheet: WriteOnlyWorksheet, text: str) -> Cell:
+    """A neutralised text as an explicit string cell: never a formula, whatever openpyxl infers from it."""
+    cell = WriteOnlyCell(sheet, neutralise(text))
+    cell.data_type = "s"
+    return cell
 
 
 def read_stored(path: Path, start: int = 0) -> Iterator[StoredRecipient]:

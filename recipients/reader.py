@@ -14,7 +14,15 @@ from pathlib import Path
 
 from python_calamine import CalamineError, CalamineWorkbook
 
-from recipients.xlsx import STREAM_ABOVE_BYTES, XlsxError, sheet_member, stream_rows
+from recipients.xlsx import (
+    STREAM_ABOVE_BYTES,
+    SharedStrings,
+    XlsxError,
+    check_archive,
+    shared_strings,
+    sheet_member,
+    stream_rows,
+)
 
 MAX_FILE_BYTES = 128 * 1024 * 1024
 SUPPORTED_SUFFIXES = (".csv", ".txt", ".xlsx", ".xls", ".ods")
@@ -40,6 +48,11 @@ PHONE_HEADERS = frozenset(
 _MANUAL_SEPARATORS = re.compile(r"[,;\n]")
 _DETECT_CHUNK = 1024 * 1024
 _PROGRESS_EVERY = 10_000  # rows between progress reports
+# calamine holds the shared strings as one Rust String each and copies one into every cell that uses it:
+# beyond these, an .xlsx is streamed instead (recipients.xlsx), whose memory the table's bounds cap.
+_CALAMINE_MAX_SHARED = 500_000
+_CALAMINE_MAX_COPIED_BYTES = 256 * 1024 * 1024  # (cells the sheet can hold) x (longest shared string)
+_MIN_CELL_BYTES = 20  # <c t="s"><v>0</v></c>
 
 Progress = Callable[[float], None]
 
@@ -191,17 +204,23 @@ def _read_csv(path: Path, encoding: str, progress: Progress) -> Iterator[tuple[i
 def _read_excel(path: Path, sheet: str | None, progress: Progress) -> Iterator[tuple[int, list[str]]]:
     """A workbook's sheet: large .xlsx sheets streamed (recipients.xlsx), the rest read by calamine."""
     try:
+        shared = None
+        if path.suffix.lower() == ".xlsx":  # bombs refused before calamine or expat inflates anything
+            check_archive(path)
+            shared = shared_strings(path)
         workbook = CalamineWorkbook.from_path(str(path))
         if sheet is not None and sheet not in workbook.sheet_names:
             workbook.close()
             names = ", ".join(workbook.sheet_names)
             raise RecipientsError(f"sheet: {path.name} has no sheet named {sheet!r} (sheets: {names})")
-        if path.suffix.lower() == ".xlsx" and _sheet_size(path, sheet) > STREAM_ABOVE_BYTES:
+        if shared is not None and not _calamine_safe(_sheet_size(path, sheet), shared):
             workbook.close()
-            yield from stream_rows(path, sheet, progress)
+            yield from stream_rows(path, sheet, progress, shared)
             return
         table = workbook.get_sheet_by_name(sheet) if sheet is not None else workbook.get_sheet_by_index(0)
-    except (CalamineError, XlsxError, zipfile.BadZipFile, KeyError) as exc:
+    except XlsxError as exc:
+        raise RecipientsError(f"{path.name}: {exc}") from exc
+    except (CalamineError, zipfile.BadZipFile, KeyError) as exc:
         raise RecipientsError(f"{path.name}: not a readable workbook: {exc}") from exc
     first_row, first_column = table.start or (0, 0)
     padding = [""] * first_column  # iter_rows starts at the sheet's first row, but at its first used column
@@ -210,6 +229,16 @@ def _read_excel(path: Path, sheet: str | None, progress: Progress) -> Iterator[t
             progress(index / max(first_row + table.height, 1))
         yield index + 1, padding + [_cell_text(cell) for cell in row]
     progress(1.0)
+
+
+def _calamine_safe(sheet_size: int, shared: SharedStrings) -> bool:
+    """Whether calamine can read this sheet whole within bounded memory (else it is streamed)."""
+    copied = sheet_size // _MIN_CELL_BYTES * shared.longest * 4
+    return (
+        sheet_size <= STREAM_ABOVE_BYTES
+        and len(shared) <= _CALAMINE_MAX_SHARED
+        and copied <= _CALAMINE_MAX_COPIED_BYTES
+    )
 
 
 def _sheet_size(path: Path, sheet: str | None) -> int:

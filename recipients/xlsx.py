@@ -2,19 +2,36 @@
 
 calamine loads a whole sheet into memory (about 100 bytes a cell: 300 MB for a million rows of three
 columns), so sheets whose XML is larger than `STREAM_ABOVE_BYTES` are read here instead, with expat over the
-zipped XML, a megabyte at a time. Only the shared-strings table is held in memory.
+zipped XML, a megabyte at a time. Only the shared-strings table is held in memory, packed (UTF-8 bytes and
+offsets, not one Python object per string) and bounded.
+
+A workbook is a zip: a small file can inflate into gigabytes (an "xlsx bomb"). `check_archive` refuses one by
+the sizes its zip declares before anything is read (Python's zipfile never inflates a member past its declared
+size), and the shared strings are bounded while they are read, so memory stays flat whatever the file holds.
 """
 
 from __future__ import annotations
 
 import posixpath
+import struct
 import zipfile
+from array import array
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 from xml.parsers import expat
 
 STREAM_ABOVE_BYTES = 64 * 1024 * 1024
+# Bomb limits. A million rows with three text columns: a 202 MB sheet (openpyxl, inline strings), or about a
+# 100 MB sheet and a 60 MB table of 2M shared strings (Excel); these leave room for several times that.
+MAX_MEMBERS = 10_000  # a workbook has tens of members; each one costs a ZipInfo before it is counted
+MAX_CENTRAL_DIRECTORY_BYTES = 4 * 1024 * 1024  # read before the members can be counted, so bounded first
+MAX_MEMBER_BYTES = 512 * 1024 * 1024  # uncompressed, any member (a streamed sheet costs time, not memory)
+MAX_TOTAL_BYTES = 1024 * 1024 * 1024  # uncompressed, all members together
+MAX_SHARED_STRINGS = 4_000_000  # packed: 4 bytes each
+MAX_SHARED_TEXT_BYTES = 64 * 1024 * 1024  # UTF-8 text of the shared strings together
+MAX_CELL_CHARS = 32_767  # Excel's own limit for one cell
+MAX_COLUMNS = 16_384  # Excel's own last column, XFD: a cell further right would pad a row into gigabytes
 _CHUNK = 1024 * 1024
 _MAIN_NS = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
 _REL_NS = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
@@ -22,6 +39,61 @@ _REL_NS = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
 
 class XlsxError(ValueError):
     """The workbook is not a readable .xlsx (or has no such sheet)."""
+
+
+def check_archive(path: Path) -> None:
+    """Refuse a zip whose members, by number or uncompressed size, could exhaust memory or time (a bomb)."""
+    with path.open("rb") as file:  # the central directory's size, from its end record, before zipfile reads it
+        file.seek(0, 2)
+        file.seek(max(0, file.tell() - 65_557))
+        tail = file.read()
+    end = tail.rfind(b"PK\x05\x06")
+    if end < 0 or len(tail) < end + 22:
+        raise XlsxError("not a readable workbook: not a zip file")
+    directory_bytes = struct.unpack_from("<I", tail, end + 12)[0]
+    if directory_bytes > MAX_CENTRAL_DIRECTORY_BYTES:
+        raise XlsxError(f"its zip directory holds {directory_bytes} bytes (limit {MAX_CENTRAL_DIRECTORY_BYTES})")
+    with zipfile.ZipFile(path) as archive:
+        members = archive.infolist()
+    if len(members) > MAX_MEMBERS:
+        raise XlsxError(f"the zip has {len(members)} members (limit {MAX_MEMBERS})")
+    for member in members:
+        if member.file_size > MAX_MEMBER_BYTES:
+            raise XlsxError(f"{member.filename} inflates to {member.file_size} bytes (limit {MAX_MEMBER_BYTES})")
+    total = sum(member.file_size for member in members)
+    if total > MAX_TOTAL_BYTES:
+        raise XlsxError(f"its members inflate to {total} bytes together (limit {MAX_TOTAL_BYTES})")
+
+
+class SharedStrings:
+    """The shared-strings table packed: UTF-8 bytes end to end and where each string ends.
+
+    A list of str costs about 60 bytes a string beyond its text (a million-row table: over 100 MB); this costs
+    4. The table is bounded (MAX_SHARED_STRINGS, MAX_SHARED_TEXT_BYTES, MAX_CELL_CHARS) as it is read.
+    """
+
+    def __init__(self) -> None:
+        self._text = bytearray()
+        self._ends = array("I")
+        self.longest = 0  # characters of the longest string
+
+    def append(self, text: str) -> None:
+        if len(self._ends) >= MAX_SHARED_STRINGS:
+            raise XlsxError(f"xl/sharedStrings.xml has over {MAX_SHARED_STRINGS} strings")
+        if len(text) > MAX_CELL_CHARS:
+            raise XlsxError(f"xl/sharedStrings.xml has a string of {len(text)} characters (limit {MAX_CELL_CHARS})")
+        self._text += text.encode()
+        if len(self._text) > MAX_SHARED_TEXT_BYTES:
+            raise XlsxError(f"xl/sharedStrings.xml holds over {MAX_SHARED_TEXT_BYTES} bytes of text")
+        self._ends.append(len(self._text))
+        self.longest = max(self.longest, len(text))
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    def __getitem__(self, index: int) -> str:
+        start = self._ends[index - 1] if index else 0
+        return self._text[start : self._ends[index]].decode()
 
 
 def sheet_member(archive: zipfile.ZipFile, sheet: str | None) -> zipfile.ZipInfo:
@@ -39,12 +111,18 @@ def sheet_member(archive: zipfile.ZipFile, sheet: str | None) -> zipfile.ZipInfo
     return archive.getinfo(path)
 
 
-def stream_rows(path: Path, sheet: str | None, progress: Callable[[float], None]) -> Iterator[tuple[int, list[str]]]:
-    """(row number, cell texts) for every row of the sheet; `progress` gets the fraction of the sheet read."""
+def stream_rows(
+    path: Path, sheet: str | None, progress: Callable[[float], None], shared: SharedStrings | None = None
+) -> Iterator[tuple[int, list[str]]]:
+    """(row number, cell texts) for every row of the sheet; `progress` gets the fraction of the sheet read.
+
+    `shared` is the workbook's table when the caller has read it already (see `shared_strings`).
+    """
     try:
+        check_archive(path)
         archive = zipfile.ZipFile(path)
         member = sheet_member(archive, sheet)
-        shared = _shared_strings(archive)
+        shared = shared if shared is not None else _shared_strings(archive)
     except (zipfile.BadZipFile, KeyError, expat.ExpatError) as exc:
         raise XlsxError(f"not a readable workbook: {exc}") from exc
     with archive, archive.open(member) as stream:
@@ -65,11 +143,20 @@ def _elements(archive: zipfile.ZipFile, name: str, local: str) -> list[dict[str,
     return found
 
 
-def _shared_strings(archive: zipfile.ZipFile) -> list[str]:
+def shared_strings(path: Path) -> SharedStrings:
+    """The workbook's shared-strings table, bounded (call `check_archive` first)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return _shared_strings(archive)
+    except (zipfile.BadZipFile, KeyError, expat.ExpatError) as exc:
+        raise XlsxError(f"not a readable workbook: {exc}") from exc
+
+
+def _shared_strings(archive: zipfile.ZipFile) -> SharedStrings:
     """The shared-strings table: the text of each `<si>` (rich-text runs joined; phonetic hints skipped)."""
+    strings = SharedStrings()
     if "xl/sharedStrings.xml" not in archive.namelist():
-        return []
-    strings: list[str] = []
+        return strings
     parts: list[str] = []
     depth_in_phonetic = 0
     in_text = False
@@ -98,6 +185,8 @@ def _shared_strings(archive: zipfile.ZipFile) -> list[str]:
     def text(data: str) -> None:
         if in_text:
             parts.append(data)
+            if len(parts) > 1 and sum(map(len, parts)) > MAX_CELL_CHARS:  # one string's runs: bounded as they come
+                strings.append("".join(parts))
 
     parser.StartElementHandler, parser.EndElementHandler, parser.CharacterDataHandler = start, end, text
     with archive.open("xl/sharedStrings.xml") as stream:
@@ -118,7 +207,7 @@ def _column_index(reference: str) -> int:
 class _SheetParser:
     """expat callbacks that turn `<row><c><v>…</v></c></row>` into lists of cell texts."""
 
-    def __init__(self, shared: list[str]) -> None:
+    def __init__(self, shared: SharedStrings) -> None:
         self._shared = shared
         self._done: list[tuple[int, list[str]]] = []
         self._row_number = 0
@@ -151,6 +240,8 @@ class _SheetParser:
         if local == "c":
             reference = attrs.get("r")
             self._column = _column_index(reference) if reference else len(self._cells)
+            if self._column >= MAX_COLUMNS:
+                raise XlsxError(f"a cell ({reference}) is past the last column, XFD")
             self._type = attrs.get("t")
             self._text = []
         elif local in ("v", "t"):

@@ -1,0 +1,128 @@
+""".xlsx bombs: a small file that inflates into gigabytes must end in a clean RecipientsError, not in the OOM killer.
+
+Each bomb is made here: a highly compressible shared-strings table, a zip of very many members, a sheet whose
+XML is huge, a cell in a column far past Excel's last. The worst one also goes through `starter.py validate`
+in a subprocess whose peak RSS is measured.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from recipients import xlsx
+from recipients.reader import RecipientsError, read_file
+
+ROOT = Path(__file__).resolve().parent.parent
+NS = 'xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"'
+RELS_NS = 'xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships"'
+WORKBOOK = f'<workbook {NS} {RELS_NS}><sheets><sheet name="S" sheetId="1" r:id="rId1"/></sheets></workbook>'
+WORKBOOK_RELS = (
+    '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
+    '<Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/worksheet"'
+    ' Target="worksheets/sheet1.xml"/></Relationships>'
+)
+CONTENT_TYPES = (
+    '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
+    '<Default Extension="xml" ContentType="application/xml"/>'
+    '<Override PartName="/xl/workbook.xml"'
+    ' ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/>'
+    '<Override PartName="/xl/worksheets/sheet1.xml"'
+    ' ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/></Types>'
+)
+ROOT_RELS = (
+    '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
+    '<Relationship Id="rId1" Target="xl/workbook.xml"'
+    ' Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument"/></Relationships>'
+)
+SMALL_SHEET = f'<worksheet {NS}><sheetData><row r="1"><c r="A1"><v>79990000001</v></c></row></sheetData></worksheet>'
+
+
+def workbook(
+    path: Path, sheet: str | bytes = SMALL_SHEET, shared: tuple[bytes, bytes, bytes, int] | None = None
+) -> Path:
+    """A minimal .xlsx; `shared` = (head, repeated part, tail, repeats) of sharedStrings.xml, streamed in."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+        archive.writestr("[Content_Types].xml", CONTENT_TYPES)
+        archive.writestr("_rels/.rels", ROOT_RELS)
+        archive.writestr("xl/workbook.xml", WORKBOOK)
+        archive.writestr("xl/_rels/workbook.xml.rels", WORKBOOK_RELS)
+        archive.writestr("xl/worksheets/sheet1.xml", sheet)
+        if shared is not None:
+            head, part, tail, repeats = shared
+            block = part * 10_000
+            with archive.open("xl/sharedStrings.xml", "w", force_zip64=True) as member:
+                member.write(head)
+                for _ in range(repeats // 10_000):
+                    member.write(block)
+                member.write(tail)
+    return path
+
+
+def many_small_strings(path: Path, count: int) -> Path:
+    """A shared-strings table of `count` tiny strings: each one a Python/Rust object when held whole."""
+    head = f'<sst {NS} count="{count}" uniqueCount="{count}">'.encode()
+    return workbook(path, shared=(head, b"<si><t>ab</t></si>", b"</sst>", count))
+
+
+def test_huge_shared_strings_are_refused(tmp_path: Path) -> None:
+    path = many_small_strings(tmp_path / "strings.xlsx", 20_000_000)  # 360 MB of XML in a ~1 MB file
+    assert path.stat().st_size < 2_000_000
+    with pytest.raises(RecipientsError, match=r"strings\.xlsx: .*xl/sharedStrings\.xml"):
+        list(read_file(path).records)
+
+
+def test_a_zip_of_very_many_members_is_refused(tmp_path: Path) -> None:
+    path = workbook(tmp_path / "members.xlsx")
+    with zipfile.ZipFile(path, "a") as archive:
+        for index in range(20_000):
+            archive.writestr(f"xl/media/{index}.bin", b"")
+    with pytest.raises(RecipientsError, match=r"members\.xlsx: .*members"):
+        list(read_file(path).records)
+
+
+def test_a_huge_sheet_is_refused(tmp_path: Path) -> None:
+    row = b'<row><c t="inlineStr"><is><t>+79990000001</t></is></c></row>'
+    path = tmp_path / "sheet.xlsx"
+    workbook(path)
+    with (
+        zipfile.ZipFile(path, "a", zipfile.ZIP_DEFLATED) as archive,
+        archive.open("xl/worksheets/sheet2.xml", "w", force_zip64=True) as member,
+    ):
+        member.write(f"<worksheet {NS}><sheetData>".encode())
+        block = row * 100_000
+        for _ in range(100):  # 570 MB of XML
+            member.write(block)
+        member.write(b"</sheetData></worksheet>")
+    with pytest.raises(RecipientsError, match=r"sheet\.xlsx: .*sheet2\.xml"):
+        list(read_file(path).records)
+
+
+def test_a_cell_past_the_last_column_is_refused(tmp_path: Path) -> None:
+    sheet = f'<worksheet {NS}><sheetData><row r="1"><c r="ZZZZZZZ1"><v>1</v></c></row></sheetData></worksheet>'
+    path = workbook(tmp_path / "wide.xlsx", sheet=sheet)
+    with pytest.raises(xlsx.XlsxError, match=r"\(ZZZZZZZ1\) is past the last column"):
+        list(xlsx.stream_rows(path, None, lambda _: None))
+
+
+def test_validate_of_a_bomb_stays_small_and_says_why(tmp_path: Path) -> None:
+    path = many_small_strings(tmp_path / "bomb.xlsx", 20_000_000)
+    # A fresh parent process, so that RUSAGE_CHILDREN is starter.py's own peak, not an earlier test's child.
+    measure = (
+        "import resource, subprocess, sys; "
+        "r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+        "sys.stderr.write(r.stderr); print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    command = [sys.executable, "-c", measure, sys.executable, str(ROOT / "starter.py"), "validate", str(path)]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    returncode, peak_kb = map(int, result.stdout.split())
+    peak_mb = peak_kb / 1024
+    print(f"validate of a {path.stat().st_size} byte bomb: peak RSS {peak_mb:.0f} MB")
+    assert returncode == 1, result.stderr
+    assert result.stderr.startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    assert peak_mb < 300
