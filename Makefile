@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test dev lint bench bench-validate bench-speed chaos clean
+.PHONY: demo test soffice dev lint bench bench-validate bench-speed chaos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,8 +16,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)  ## run the example mailing on the embedded stack, print its summary, stop
 	$(BIN)/python starter.py demo
 
-test: $(STAMP)  ## the whole test suite (time-skipping server, real dev server, real HTTP)
+test: $(STAMP) soffice  ## the whole test suite (time-skipping server, real dev server, real HTTP)
 	$(BIN)/python -m pytest
+
+# tests/test_exports.py opens exports in LibreOffice Calc to prove no formula runs (Debian's package, ~40 s).
+soffice:
+	@command -v soffice >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libreoffice-calc-nogui; }
 
 dev: $(STAMP)  ## the embedded stack in the foreground (Ctrl-C stops it)
 	$(BIN)/python starter.py dev
