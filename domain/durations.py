@@ -14,8 +14,11 @@ def parse_duration(text: str) -> timedelta:
     cleaned = text.strip().lower().replace(" ", "")
     if not cleaned or _PART.sub("", cleaned):
         raise ValueError(f"{text!r} is not a duration; use e.g. '30s', '5m', '1h30m'")
-    seconds = sum(int(n) * _UNITS[unit] for n, unit in _PART.findall(cleaned))
-    return timedelta(seconds=seconds)
+    try:
+        seconds = sum(int(n) * _UNITS[unit] for n, unit in _PART.findall(cleaned))
+        return timedelta(seconds=seconds)
+    except (OverflowError, ValueError):  # beyond timedelta's 999,999,999 days, or int()'s 4,300 digits
+        raise ValueError(f"{text[:40]!r}{'…' if len(text) > 40 else ''} is too long a duration") from None
 
 
 def format_duration(value: timedelta) -> str:

@@ -20,6 +20,11 @@ VIBER_TEXT_MAX = 1000
 BUTTON_CAPTION_MAX = 30
 BUTTON_URL_MAX = 2048
 BUTTON_URL_SCHEMES = ("http", "https", "viber", "mailto", "tel")
+# A spec is a few KB. The caps refuse hostile files before tomllib sees them: it recurses once per nesting
+# level (RecursionError) and is quadratic in the parts of a dotted key (a 100 KB key took 8 GB).
+MAX_SPEC_BYTES = 256 * 1024
+MAX_NESTING = 32
+MAX_KEY_PARTS = 32
 
 
 class SpecError(ValueError):
@@ -189,19 +194,114 @@ def format_validation_error(error: ValidationError) -> str:
 
 
 def load_spec(path: Path) -> MailingSpec:
-    """Read and validate a spec file; relative `recipients` paths are taken from the spec's folder."""
+    """Read and validate a spec file; relative `recipients` paths are taken from the spec's folder.
+
+    Anything wrong with the file — unreadable, too big, not UTF-8, pathological structure, bad values — is a
+    SpecError naming the file or the field, never another exception (the CLI prints `error: …` for it)."""
+    text = _read_text(path)
+    problem = structure_problem(text)
+    if problem:
+        raise SpecError(f"{path}: {problem}")
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise SpecError(f"{path}: cannot read: {exc.strerror}") from exc
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"{path}: not valid TOML: {exc}") from exc
-    if isinstance(raw.get("recipients"), str):
-        raw["recipients"] = (path.parent / raw["recipients"]).resolve()
+    except RecursionError:  # the structure check should have caught it; never a traceback all the same
+        raise SpecError(f"{path}: nested too deeply") from None
+    recipients = raw.get("recipients")
+    if isinstance(recipients, str):
+        if "\0" in recipients:
+            raise SpecError(f"{path}:\nrecipients: the path contains a NUL character")
+        try:
+            raw["recipients"] = (path.parent / recipients).resolve()
+        except (OSError, ValueError) as exc:
+            raise SpecError(f"{path}:\nrecipients: not a usable path: {exc}") from None
     try:
         spec = MailingSpec.model_validate(raw)
     except ValidationError as exc:
         raise SpecError(f"{path}:\n{format_validation_error(exc)}") from exc
+    except (ArithmeticError, RecursionError) as exc:  # a validator that let one through: still the file's fault
+        raise SpecError(f"{path}: a value is out of range ({type(exc).__name__})") from None
     if spec.recipients is not None and not spec.recipients.is_file():
         raise SpecError(f"{path}:\nrecipients: file not found: {spec.recipients}")
     return spec
+
+
+def _read_text(path: Path) -> str:
+    """The file as text: at most MAX_SPEC_BYTES, UTF-8 (a BOM, as Windows editors write, is allowed)."""
+    try:
+        with path.open("rb") as file:
+            data = file.read(MAX_SPEC_BYTES + 1)
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read: {exc.strerror}") from exc
+    if len(data) > MAX_SPEC_BYTES:
+        raise SpecError(f"{path}: larger than {MAX_SPEC_BYTES // 1024} KB; a spec is a few KB")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise SpecError(f"{path}: not UTF-8 text (line {line}, byte {exc.start}); save it as UTF-8") from None
+
+
+def structure_problem(text: str) -> str | None:
+    """Why `text` is too deeply nested or has too long a dotted key for tomllib, or None — in one linear pass.
+
+    Strings and comments are skipped, so dots and brackets in texts do not count. Dotted-key parts are the
+    dots since the last `=`, `,`, bracket or line end: a float or a date has one or two, a key a handful.
+    """
+    depth = dots = 0
+    i, end = 0, len(text)
+    while i < end:
+        char = text[i]
+        if char == "#":
+            newline = text.find("\n", i)
+            i = end if newline < 0 else newline
+            continue
+        if char in "\"'":
+            i = _string_end(text, i)
+            continue
+        if char in "[{":
+            depth, dots = depth + 1, 0
+            if depth > MAX_NESTING:
+                return f"line {_line(text, i)}: arrays or tables nested deeper than {MAX_NESTING}"
+        elif char in "]}":
+            depth, dots = max(0, depth - 1), 0
+        elif char == ".":
+            dots += 1
+            if dots >= MAX_KEY_PARTS:
+                return f"line {_line(text, i)}: a dotted key of more than {MAX_KEY_PARTS} parts"
+        elif char in "=,\n":
+            dots = 0
+        i += 1
+    return None
+
+
+def _string_end(text: str, start: int) -> int:
+    """The index just past the TOML string opening at `start` (or the line's end if it never closes)."""
+    quote = text[start]
+    if text.startswith(quote * 3, start):
+        i = start + 3
+        while i < len(text):
+            if quote == '"' and text[i] == "\\":
+                i += 2
+            elif text.startswith(quote * 3, i):
+                closing = i + 3
+                while closing < min(len(text), i + 5) and text[closing] == quote:  # `""""`: a quote of content
+                    closing += 1
+                return closing
+            else:
+                i += 1
+        return len(text)
+    i = start + 1
+    while i < len(text) and text[i] != "\n":
+        if quote == '"' and text[i] == "\\":
+            i += 2
+        elif text[i] == quote:
+            return i + 1
+        else:
+            i += 1
+    return i
+
+
+def _line(text: str, index: int) -> int:
+    return text.count("\n", 0, index) + 1

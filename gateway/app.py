@@ -38,7 +38,7 @@ def create_gateway(client: Client, providers: Mapping[str, ProviderAdapter]) -> 
         if body is None:
             return JSONResponse({"error": f"body over {MAX_BODY_BYTES} bytes"}, status_code=413)
         try:
-            reports = adapter.parse_webhook(webhook_request(request, body))
+            reports = parse_reports(adapter, webhook_request(request, body))
         except WebhookRejected as exc:
             log.warning("%s webhook refused (%s): %s", provider, exc.status_code, exc.reason)
             return JSONResponse({"error": exc.reason}, status_code=exc.status_code)
@@ -56,6 +56,27 @@ def create_gateway(client: Client, providers: Mapping[str, ProviderAdapter]) -> 
         return {"status": "ok"}
 
     return app
+
+
+# What a parser may raise on a body it did not foresee: JSON and pydantic errors (ValueError), overflowing
+# numbers (ArithmeticError), nesting past the recursion limit, a value of an unexpected type or shape.
+_MALFORMED = (ValueError, ArithmeticError, RecursionError, TypeError, LookupError)
+
+
+def parse_reports(adapter: ProviderAdapter, request: WebhookRequest) -> list[ParsedReport]:
+    """The adapter's reports, with any failure to parse turned into WebhookRejected(400).
+
+    Providers retry a 5xx for hours, so a malformed body must be a 400 whatever the adapter missed. A report
+    that cannot be signalled (a lone surrogate in a text: Temporal's payload is UTF-8 JSON) is malformed too."""
+    try:
+        reports = adapter.parse_webhook(request)
+        for report in reports:
+            for text in (report.client_ref, report.message_id, report.error):
+                if text is not None:
+                    text.encode("utf-8")
+    except _MALFORMED as exc:
+        raise WebhookRejected(400, f"malformed {adapter.name} report ({type(exc).__name__})") from None
+    return reports
 
 
 def webhook_request(request: Request, body: bytes) -> WebhookRequest:

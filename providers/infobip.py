@@ -9,7 +9,6 @@ Viber "seen" reports only echo `messageId`.
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 import math
 from collections.abc import Mapping
@@ -25,6 +24,7 @@ from providers.base import AMBIGUOUS_ERRORS, ParsedReport, ProviderUnavailable, 
 from providers.common import (
     authenticate_by_url_secret,
     check_networks,
+    load_json,
     raise_if_worth_retrying,
     validate_account,
     with_secret,
@@ -263,7 +263,7 @@ class InfobipAdapter:
         """Authenticate (URL secret, optional source networks) and turn every result into a report."""
         self._authenticate(request)
         try:
-            reports = _Reports.model_validate(json.loads(request.body))
+            reports = _Reports.model_validate(load_json(request.body, "an Infobip report"))
         except (ValueError, ValidationError) as exc:
             raise WebhookRejected(400, f"not an Infobip report: {str(exc)[:200]}") from exc
         return [self._parse_result(result) for result in reports.results]

@@ -38,6 +38,7 @@ from providers.base import ParsedReport, ProviderUnavailable, WebhookRejected, W
 from providers.common import (
     authenticate_by_url_secret,
     check_networks,
+    load_json,
     raise_if_worth_retrying,
     validate_account,
     with_secret,
@@ -180,7 +181,7 @@ class RapportoAdapter:
         """Reports are unsigned: the secret in our notifyUrl and the optional IP allow-list authenticate them."""
         authenticate_by_url_secret(request, self._config.webhook_secret.get_secret_value(), self._config.allowed_ips)
         try:
-            payload = json.loads(request.body)
+            payload = load_json(request.body, "a rapporto report")
             items = payload if isinstance(payload, list) else [payload]
             reports = [RapportoReport.model_validate(item) for item in items]
         except ValidationError as exc:  # name the fields only: values may hold phone numbers
@@ -253,8 +254,13 @@ def parse_date(value: str | int | float | None) -> datetime | None:
     if value is None or value == "":
         return None
     if isinstance(value, int | float):
+        if not math.isfinite(value):  # NaN and ±inf: JSON's 1e999 and NaN are valid for Python's json
+            return None
         seconds = value / 1000 if value > 10**11 else value
-        return datetime.fromtimestamp(seconds, UTC)
+        try:
+            return datetime.fromtimestamp(seconds, UTC)
+        except (OverflowError, OSError, ValueError):  # 1e20, 10**30, -1e20: beyond what a datetime holds
+            return None
     text = value.strip()
     if text.endswith("Z"):
         text = text[:-1] + "+00:00"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from datetime import datetime
 
 import httpx
@@ -13,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 from domain.models import SendRequest, SendResult
 from domain.status import MessageStatus
 from providers.base import AMBIGUOUS_ERRORS, ParsedReport, ProviderUnavailable, WebhookRejected, WebhookRequest
-from providers.common import MAY_HAVE_ARRIVED
+from providers.common import MAY_HAVE_ARRIVED, load_json
 
 SIGNATURE_HEADER = "X-Sandbox-Signature"
 
@@ -96,7 +95,7 @@ class SandboxAdapter:
         if not hmac.compare_digest(signature.encode(), sign(self._secret, body).encode()):
             raise WebhookRejected(401, f"missing or wrong {SIGNATURE_HEADER}")
         try:
-            report = SandboxReport.model_validate(json.loads(body))
+            report = SandboxReport.model_validate(load_json(body, "a sandbox report"))
         except (ValueError, ValidationError) as exc:
             raise WebhookRejected(400, f"not a sandbox report: {str(exc)[:200]}") from exc
         return [

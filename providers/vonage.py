@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import time
 import uuid
 from collections.abc import Mapping
@@ -29,7 +28,7 @@ from domain.models import SendRequest, SendResult
 from domain.status import Channel, MessageStatus
 from providers.accounts import AccountError
 from providers.base import AMBIGUOUS_ERRORS, ParsedReport, ProviderUnavailable, WebhookRejected, WebhookRequest
-from providers.common import raise_if_worth_retrying, validate_account
+from providers.common import load_json, raise_if_worth_retrying, validate_account
 
 # SMS `ttl` (seconds): Vonage attempts delivery for 72 h by default and documents no lower bound for the
 # Messages API; 20 s is the lower bound of its older SMS API, kept as a floor so a tiny wait is still sendable.
@@ -238,7 +237,7 @@ class VonageAdapter:
     def parse_webhook(self, request: WebhookRequest) -> list[ParsedReport]:
         self.verify_webhook(request)
         try:
-            report = VonageStatusReport.model_validate(json.loads(request.body))
+            report = VonageStatusReport.model_validate(load_json(request.body, "a Vonage status webhook"))
         except (ValueError, ValidationError) as exc:
             raise WebhookRejected(400, f"not a Vonage status webhook: {type(exc).__name__}") from None
         if not report.client_ref:
