@@ -125,7 +125,9 @@ async def test_a_mailing_logs_no_unmasked_number(
     await handle.result()
 
     unknown_step = [r for r in caplog.records if r.name.startswith("temporalio") and "unknown step" in r.msg]
-    assert len(unknown_step) == len(numbers)  # the SDK's own lines, which carry the workflow id
+    # The SDK's own lines, which carry the workflow id in their context (at least one: a workflow task that is
+    # replayed — a cache eviction under load — does not log again).
+    assert unknown_step
     captured = caplog.text + "".join(str(vars(r)) for r in caplog.records)
     for number in numbers:
         assert number not in captured
