@@ -156,14 +156,21 @@ class SendProgress(BaseModel):
     posting: bool = False
 
 
+# Report texts are bounded before they enter a workflow's history: an authenticated sender must not be able
+# to grow histories by a megabyte a report. Longer message ids are refused; longer errors are cut.
+MESSAGE_ID_MAX = 200
+ERROR_MAX = 300
+
+
 class DeliveryReport(BaseModel):
     """A provider's status report for one step, as signalled by the webhook gateway."""
 
     step: int
     status: MessageStatus
-    message_id: str | None = None
-    error: str | None = None
+    message_id: str | None = Field(default=None, max_length=MESSAGE_ID_MAX)
+    error: str | None = Field(default=None, max_length=ERROR_MAX)
     at: datetime | None = None
+    account: str | None = None  # the provider account whose webhook URL brought it; None from older gateways
 
 
 class StepState(BaseModel):

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from domain.models import DeliveryReport
+from domain.models import ERROR_MAX, MESSAGE_ID_MAX, DeliveryReport
 from domain.refs import ClientRef
 from providers.base import ParsedReport, ProviderAdapter, WebhookRejected, WebhookRequest
 from workflows.recipient import RecipientCascadeWorkflow
@@ -45,7 +45,7 @@ def create_gateway(client: Client, providers: Mapping[str, ProviderAdapter]) -> 
         recorded = 0
         for report in reports:
             try:
-                recorded += await _signal(client, report)
+                recorded += await _signal(client, report, provider)
             except (RPCError, RuntimeError) as exc:  # RuntimeError: a lazy client that cannot connect
                 log.error("Temporal unavailable for a %s report: %s", provider, type(exc).__name__)
                 return JSONResponse({"error": "temporarily unavailable"}, status_code=503)
@@ -74,6 +74,8 @@ def parse_reports(adapter: ProviderAdapter, request: WebhookRequest) -> list[Par
             for text in (report.client_ref, report.message_id, report.error):
                 if text is not None:
                     text.encode("utf-8")
+            if report.message_id is not None and len(report.message_id) > MESSAGE_ID_MAX:
+                raise ValueError("message id too long")
     except _MALFORMED as exc:
         raise WebhookRejected(400, f"malformed {adapter.name} report ({type(exc).__name__})") from None
     return reports
@@ -100,16 +102,20 @@ async def _read_limited(request: Request) -> bytes | None:
     return b"".join(chunks)
 
 
-async def _signal(client: Client, report: ParsedReport) -> int:
-    """Signal the recipient workflow; 1 if it took the report, 0 if there is no such running workflow."""
+async def _signal(client: Client, report: ParsedReport, account: str) -> int:
+    """Signal the recipient workflow; 1 if it took the report, 0 if there is no such running workflow.
+
+    `account` is the provider account whose webhook URL the report came to: the recipient applies it only to
+    a step that account sent, so one authenticated sender cannot report on another's messages."""
     try:
         ref = ClientRef.parse(report.client_ref)
     except ValueError:
         log.warning("report with a reference kaskad did not issue; acknowledged and dropped")
         return 0
     handle = client.get_workflow_handle(ref.workflow_id)
+    error = report.error[:ERROR_MAX] if report.error is not None else None
     signal = DeliveryReport(
-        step=ref.step, status=report.status, message_id=report.message_id, error=report.error, at=report.at
+        step=ref.step, status=report.status, message_id=report.message_id, error=error, at=report.at, account=account
     )
     try:
         await handle.signal(RecipientCascadeWorkflow.report, signal)
