@@ -53,6 +53,10 @@ _PROGRESS_EVERY = 10_000  # rows between progress reports
 _CALAMINE_MAX_SHARED = 500_000
 _CALAMINE_MAX_COPIED_BYTES = 256 * 1024 * 1024  # (cells the sheet can hold) x (longest shared string)
 _MIN_CELL_BYTES = 20  # <c t="s"><v>0</v></c>
+# calamine holds a sheet as a dense grid from its first to its last used cell (about 32 bytes a cell), so two
+# cells at A1 and XFD1048576 would ask for 17 billion: a sheet whose span passes this is streamed instead.
+_CALAMINE_MAX_CELLS = 4_000_000
+_CELL_REF = re.compile(rb'<(?:\w+:)?c\b[^>]*?\sr="([A-Z]{1,3})([0-9]{1,7})"')
 
 Progress = Callable[[float], None]
 
@@ -213,7 +217,7 @@ def _read_excel(path: Path, sheet: str | None, progress: Progress) -> Iterator[t
             workbook.close()
             names = ", ".join(workbook.sheet_names)
             raise RecipientsError(f"sheet: {path.name} has no sheet named {sheet!r} (sheets: {names})")
-        if shared is not None and not _calamine_safe(_sheet_size(path, sheet), shared):
+        if shared is not None and not _calamine_safe(path, sheet, shared):
             workbook.close()
             yield from stream_rows(path, sheet, progress, shared)
             return
@@ -231,14 +235,38 @@ def _read_excel(path: Path, sheet: str | None, progress: Progress) -> Iterator[t
     progress(1.0)
 
 
-def _calamine_safe(sheet_size: int, shared: SharedStrings) -> bool:
+def _calamine_safe(path: Path, sheet: str | None, shared: SharedStrings) -> bool:
     """Whether calamine can read this sheet whole within bounded memory (else it is streamed)."""
+    sheet_size = _sheet_size(path, sheet)
     copied = sheet_size // _MIN_CELL_BYTES * shared.longest * 4
     return (
         sheet_size <= STREAM_ABOVE_BYTES
         and len(shared) <= _CALAMINE_MAX_SHARED
         and copied <= _CALAMINE_MAX_COPIED_BYTES
+        and _cell_span(path, sheet) <= _CALAMINE_MAX_CELLS
     )
+
+
+def _cell_span(path: Path, sheet: str | None) -> int:
+    """Rows x columns up to the furthest cell reference of a sheet (at most STREAM_ABOVE_BYTES of XML: this
+    is asked only of sheets small enough for calamine), read in chunks."""
+    rows = columns = 0
+    with zipfile.ZipFile(path) as archive, archive.open(sheet_member(archive, sheet)) as xml:
+        tail = b""
+        while chunk := xml.read(1 << 20):
+            text = tail + chunk
+            for letters, digits in _CELL_REF.findall(text):
+                columns = max(columns, _column_number(letters))
+                rows = max(rows, int(digits))
+            tail = text[-64:]  # a reference cut by the chunk boundary is read whole with the next chunk
+    return rows * columns
+
+
+def _column_number(letters: bytes) -> int:
+    number = 0
+    for letter in letters:
+        number = number * 26 + letter - 64
+    return number
 
 
 def _sheet_size(path: Path, sheet: str | None) -> int:

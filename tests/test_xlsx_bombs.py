@@ -109,6 +109,34 @@ def test_a_cell_past_the_last_column_is_refused(tmp_path: Path) -> None:
         list(xlsx.stream_rows(path, None, lambda _: None))
 
 
+def validate_peak(path: Path) -> tuple[subprocess.CompletedProcess[str], int, float]:
+    """`starter.py validate PATH` in a fresh parent process: its exit code and its own peak RSS in MB."""
+    measure = (
+        "import resource, subprocess, sys; "
+        "r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+        "sys.stderr.write(r.stderr); sys.stdout.write(r.stdout); "
+        "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    command = [sys.executable, "-c", measure, sys.executable, str(ROOT / "starter.py"), "validate", str(path)]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    returncode, peak_kb = map(int, result.stdout.split()[-2:])
+    return result, returncode, peak_kb / 1024
+
+
+def test_two_cells_far_apart_do_not_make_a_dense_grid(tmp_path: Path) -> None:
+    """calamine holds the span from the first to the last cell: A1 and XFD1048576 would be 17 billion cells.
+    Such a sheet is streamed, which holds only the cells there are."""
+    sheet = (
+        f'<worksheet {NS}><sheetData><row r="1"><c r="A1" t="inlineStr"><is><t>+79990000001</t></is></c></row>'
+        '<row r="1048576"><c r="XFD1048576" t="inlineStr"><is><t>x</t></is></c></row></sheetData></worksheet>'
+    )
+    path = workbook(tmp_path / "sparse.xlsx", sheet=sheet)
+    result, returncode, peak_mb = validate_peak(path)
+    print(f"validate of two far-apart cells: exit {returncode}, peak RSS {peak_mb:.0f} MB")
+    assert "Traceback" not in result.stderr and returncode in (0, 1), result.stderr
+    assert peak_mb < 300
+
+
 def test_validate_of_a_bomb_stays_small_and_says_why(tmp_path: Path) -> None:
     path = many_small_strings(tmp_path / "bomb.xlsx", 20_000_000)
     # A fresh parent process, so that RUSAGE_CHILDREN is starter.py's own peak, not an earlier test's child.
