@@ -120,7 +120,12 @@ def test_a_broken_provider_account_is_a_clear_error_naming_the_field(tmp_path: P
         text=True,
         timeout=60,
         cwd=ROOT,
-        env={"PATH": "", "KASKAD_PROVIDERS_FILE": str(accounts), "KASKAD_TEMPORAL_ADDRESS": "127.0.0.1:9"},
+        env={
+            "PATH": "",
+            "KASKAD_PROVIDERS_FILE": str(accounts),
+            "KASKAD_TEMPORAL_ADDRESS": "127.0.0.1:9",
+            "KASKAD_WEBHOOK_SECRET": "a-secret",  # else it stops at the missing secret first
+        },
     )
     assert result.returncode == 1
     assert "error: sms-main.from_number|messaging_service_sid: " in result.stderr

@@ -6,7 +6,7 @@ import hashlib
 import json
 import time
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -371,20 +371,28 @@ BODY = status_body("delivered")
 GOOD = {"iat": int(time.time()), "api_key": API_KEY, "payload_hash": hashlib.sha256(BODY).hexdigest()}
 
 
+OTHER_SECRET = "another-secret-of-sufficient-length!"
+TAMPERED = BODY.replace(b"delivered", b"read")
+
+
 @pytest.mark.parametrize(
-    ("headers", "body", "reason"),
+    ("make_headers", "body", "reason"),
     [
-        ({}, BODY, "missing"),
-        ({"authorization": "Basic dXNlcjpwYXNz"}, BODY, "missing"),
-        ({"authorization": sign_webhook(BODY, "another-secret-of-sufficient-length!", API_KEY)}, BODY, "bad token"),
-        ({"authorization": sign_webhook(BODY, SECRET, API_KEY)}, BODY.replace(b"delivered", b"read"), "payload_hash"),
-        ({"authorization": sign_webhook(BODY, SECRET, API_KEY, iat=int(time.time()) - 3600)}, BODY, "stale"),
-        ({"authorization": sign_webhook(BODY, SECRET, API_KEY, iat=int(time.time()) + 600)}, BODY, "future"),
-        ({"authorization": sign_webhook(BODY, SECRET, "someone-else")}, BODY, "api_key"),
-        ({"authorization": hs({k: v for k, v in GOOD.items() if k != "iat"})}, BODY, "iat"),
-        ({"authorization": hs({k: v for k, v in GOOD.items() if k != "payload_hash"})}, BODY, "payload_hash"),
-        ({"authorization": hs(GOOD, algorithm="HS512")}, BODY, "bad token"),
-        ({"authorization": "Bearer " + jwt.encode(GOOD, "", algorithm="none")}, BODY, "bad token"),
+        (lambda: {}, BODY, "missing"),
+        (lambda: {"authorization": "Basic dXNlcjpwYXNz"}, BODY, "missing"),
+        (
+            lambda: {"authorization": sign_webhook(BODY, "another-secret-of-sufficient-length!", API_KEY)},
+            BODY,
+            "bad token",
+        ),
+        (lambda: {"authorization": sign_webhook(BODY, SECRET, API_KEY)}, TAMPERED, "payload_hash"),
+        (lambda: {"authorization": sign_webhook(BODY, SECRET, API_KEY, iat=int(time.time()) - 3600)}, BODY, "stale"),
+        (lambda: {"authorization": sign_webhook(BODY, SECRET, API_KEY, iat=int(time.time()) + 600)}, BODY, "future"),
+        (lambda: {"authorization": sign_webhook(BODY, SECRET, "someone-else")}, BODY, "api_key"),
+        (lambda: {"authorization": hs({k: v for k, v in GOOD.items() if k != "iat"})}, BODY, "iat"),
+        (lambda: {"authorization": hs({k: v for k, v in GOOD.items() if k != "payload_hash"})}, BODY, "payload_hash"),
+        (lambda: {"authorization": hs(GOOD, algorithm="HS512")}, BODY, "bad token"),
+        (lambda: {"authorization": "Bearer " + jwt.encode(GOOD, "", algorithm="none")}, BODY, "bad token"),
     ],
     ids=[
         "no-header",
@@ -400,9 +408,12 @@ GOOD = {"iat": int(time.time()), "api_key": API_KEY, "payload_hash": hashlib.sha
         "unsigned",
     ],
 )
-def test_bad_signatures_are_401(keys: Keys, headers: dict[str, str], body: bytes, reason: str) -> None:
+def test_bad_signatures_are_401(
+    keys: Keys, make_headers: Callable[[], dict[str, str]], body: bytes, reason: str
+) -> None:
+    """The headers are signed here, not at collection: a token made minutes earlier would be stale."""
     with pytest.raises(WebhookRejected) as caught:
-        adapter_only(keys).parse_webhook(WebhookRequest(body=body, headers=headers))
+        adapter_only(keys).parse_webhook(WebhookRequest(body=body, headers=make_headers()))
     assert caught.value.status_code == 401 and reason in caught.value.reason
 
 
