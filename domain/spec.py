@@ -132,6 +132,13 @@ class MailingSpec(BaseModel):
 
     _parse_late = field_validator("late_reports", mode="before")(_duration)
 
+    @field_validator("late_reports")
+    @classmethod
+    def _late_range(cls, late: timedelta) -> timedelta:
+        if not timedelta(0) <= late <= MAX_WAIT:  # every recipient's workflow stays open this long
+            raise ValueError("must be between 0s and 72h")
+        return late
+
     _parse_moments = field_validator("start_at", "end_at", mode="before")(aware)
 
     @model_validator(mode="after")

@@ -51,6 +51,7 @@ SPEC_CASES: dict[str, Callable[[], bytes]] = {
         'name = "hostile"', 'name = "hostile"\nlate_reports = "99999999999999999999d"'
     ),
     "int_5000_digits": lambda: _valid_with('name = "hostile"', f'name = "hostile"\nspeed = {"1" * 5000}'),
+    "late_reports_999999999d": lambda: _valid_with('name = "hostile"', 'name = "hostile"\nlate_reports = "999999999d"'),
     "start_and_end_at_extremes": lambda: _valid_with(
         'name = "hostile"', 'name = "hostile"\nstart_at = 9999-12-31T23:59:59-23:59\nend_at = 9999-12-31T23:59:59+23:59'
     ),
