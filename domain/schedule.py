@@ -154,6 +154,8 @@ class Speed(BaseModel):
     def _positive(self) -> Self:
         if self.count <= 0:
             raise ValueError("must be more than zero")
+        if self.seconds not in _UNIT_NAMES:
+            raise ValueError("the unit must be 1 second, 60 or 3600 (write N/s, N/min or N/hour)")
         return self
 
     @property

@@ -131,6 +131,14 @@ class MailingSpec(BaseModel):
     steps: list[Step] = Field(min_length=1, max_length=10)
 
     _parse_late = field_validator("late_reports", mode="before")(_duration)
+
+    @field_validator("late_reports")
+    @classmethod
+    def _late_range(cls, late: timedelta) -> timedelta:
+        if not timedelta(0) <= late <= MAX_WAIT:  # every recipient's workflow stays open this long
+            raise ValueError("must be between 0s and 72h")
+        return late
+
     _parse_moments = field_validator("start_at", "end_at", mode="before")(aware)
 
     @model_validator(mode="after")
@@ -208,6 +216,8 @@ def load_spec(path: Path) -> MailingSpec:
         raise SpecError(f"{path}: not valid TOML: {exc}") from exc
     except RecursionError:  # the structure check should have caught it; never a traceback all the same
         raise SpecError(f"{path}: nested too deeply") from None
+    except ValueError as exc:  # int() past Python's digit limit: a plain ValueError, not a TOMLDecodeError
+        raise SpecError(f"{path}: not valid TOML: a number is too long ({exc})") from None
     recipients = raw.get("recipients")
     if isinstance(recipients, str):
         if "\0" in recipients:

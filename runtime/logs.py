@@ -34,13 +34,19 @@ def mask_phones(text: str) -> str:
 
 
 def _masked(value: Any) -> Any:
+    """`value` with numbers masked in its strings; only plain str/list/tuple/dict are rebuilt (a namedtuple or a
+    subclass cannot be rebuilt from one iterable): anything else that prints a number becomes its masked text."""
     if isinstance(value, str):
         return mask_phones(value)
-    if isinstance(value, dict):
+    if type(value) is dict:
         return {key: _masked(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
+    if type(value) in (list, tuple):
         return type(value)(_masked(item) for item in value)
-    return value
+    if isinstance(value, int | float | bool | type(None)):
+        return value
+    text = str(value)
+    masked = mask_phones(text)
+    return value if masked == text else masked
 
 
 class MaskPhones(logging.Filter):
@@ -48,10 +54,24 @@ class MaskPhones(logging.Filter):
     args, the traceback, and the context added through `extra`."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Never raises: logging must not break the caller, whatever it passed."""
+        try:
+            self._mask(record)
+        except Exception:  # a last resort: the record becomes plain masked text
+            record.msg, record.args = mask_phones(_safe_text(record)), None
+            record.exc_info, record.exc_text, record.stack_info = None, None, None
+            for key in vars(record).keys() - _STANDARD:
+                setattr(record, key, _safe_masked(getattr(record, key)))
+        return True
+
+    def _mask(self, record: logging.LogRecord) -> None:
         try:
             record.msg, record.args = mask_phones(record.getMessage()), None
-        except (TypeError, ValueError):  # args that do not fit the message: the handler reports it, masked
-            record.msg, record.args = _masked(record.msg), _masked(record.args)
+        except (TypeError, ValueError, KeyError):  # args that do not fit the message: logged beside it, masked
+            record.msg, record.args = (
+                f"{_masked(record.msg)} (log arguments that do not fit: {_masked(record.args)!r})",
+                None,
+            )
         if record.exc_info and not record.exc_text:  # formatters reuse exc_text instead of formatting again
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
@@ -60,7 +80,20 @@ class MaskPhones(logging.Filter):
             record.stack_info = mask_phones(record.stack_info)
         for key in vars(record).keys() - _STANDARD:
             setattr(record, key, _masked(getattr(record, key)))
-        return True
+
+
+def _safe_text(record: logging.LogRecord) -> str:
+    try:
+        return f"{record.msg} {record.args!r}" if record.args else str(record.msg)
+    except Exception:  # an object whose str() raises
+        return f"<unprintable log message from {record.name}>"
+
+
+def _safe_masked(value: Any) -> str:
+    try:
+        return mask_phones(str(value))
+    except Exception:  # an object whose str() raises
+        return "<unprintable>"
 
 
 def configure_logging(level: int = logging.INFO) -> None:

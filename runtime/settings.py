@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pydantic import SecretStr
+from pydantic import SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The default this setting had before it had none: public, so anyone could sign reports with it.
+OLD_PUBLIC_SECRET = "sandbox-webhook-secret"
 
 
 class SettingsError(ValueError):
@@ -57,11 +60,27 @@ class Settings(BaseSettings):
     dev_db_file: Path = Path(".kaskad/temporal.db")
     dev_ui_port: int = 8233
 
+    @field_validator("webhook_secret", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        """An empty or blank secret is no secret (an HMAC with an empty key is forgeable): treated as unset."""
+        if isinstance(value, str) and not value.strip():
+            return None
+        if isinstance(value, SecretStr) and not value.get_secret_value().strip():
+            return None
+        return value
+
     def webhook_key(self) -> str:
         """The secret that signs the sandbox's reports; the worker, gateway and sandbox refuse to start without."""
         if self.webhook_secret is None:
             raise SettingsError("KASKAD_WEBHOOK_SECRET is not set: the secret that authenticates delivery reports")
-        return self.webhook_secret.get_secret_value()
+        key = self.webhook_secret.get_secret_value()
+        if key == OLD_PUBLIC_SECRET:
+            raise SettingsError(
+                f"KASKAD_WEBHOOK_SECRET is the old public default {OLD_PUBLIC_SECRET!r}: anyone could forge delivery "
+                "reports with it; set a random one (e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        return key
 
     def process_env(self) -> dict[str, str]:
         """Environment that points another kaskad process (a CLI, a second worker) at this stack."""

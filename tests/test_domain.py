@@ -401,6 +401,18 @@ def test_step_errors_name_the_field_and_the_reason(tmp_path: Path, step: str, ex
     assert expected.replace("steps.0", "steps.1") in spec_error(path)
 
 
+@pytest.mark.parametrize("late", ['"999999999d"', '"73h"', "-5"])
+def test_late_reports_is_bounded_like_a_wait(tmp_path: Path, late: str) -> None:
+    path = write_spec(tmp_path, SMS_STEP, source=f'numbers = ["+79990002233"]\nlate_reports = {late}')
+    assert "late_reports: must be between 0s and 72h" in spec_error(path)
+
+
+def test_late_reports_may_be_zero_or_72h(tmp_path: Path) -> None:
+    for late, expected in (('"0s"', timedelta(0)), ('"72h"', timedelta(hours=72))):
+        path = write_spec(tmp_path, SMS_STEP, source=f'numbers = ["+79990002233"]\nlate_reports = {late}')
+        assert load_spec(path).late_reports == expected
+
+
 def test_step_error_in_first_step(tmp_path: Path) -> None:
     path = write_spec(tmp_path, SMS_STEP.replace('wait = "1h30m"', 'wait = "0s"') + VIBER_STEP)
     message = spec_error(path)

@@ -86,6 +86,9 @@ def test_the_real_cli_prints_one_error_line_for_a_utf16_spec(tmp_path: Path) -> 
         ("nul_in_recipients", "recipients: "),
         ("wait_overflow", "steps.0.wait: "),
         ("late_reports_overflow", "late_reports: "),
+        ("int_5000_digits", "int_5000_digits.toml: not valid TOML: a number"),
+        ("late_reports_999999999d", "late_reports: must be between 0s and 72h"),
+        ("speed_seconds_7", "speed: "),
     ],
 )
 def test_the_reason_names_the_file_or_field(tmp_path: Path, case: str, reason: str) -> None:

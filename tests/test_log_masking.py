@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import sys
@@ -75,6 +76,30 @@ def test_numbers_in_args_extra_context_and_tracebacks_are_masked() -> None:
     assert "+7999*****88" in text and "+7999*****11" in text and "+7999*****33" in text
     assert vars(made)["temporal_workflow"] == {"workflow_id": "mailing-m/+7999*****22", "attempt": 1}
     assert "1234588" not in text + str(vars(made))
+
+
+def test_a_mapping_without_the_key_does_not_raise_into_the_caller() -> None:
+    made = logging.LogRecord("kaskad.test", logging.WARNING, __file__, 1, "%(a)s to +79991234588", None, None)
+    made.args = {"b": "+79991234511"}  # what log.info("%(a)s", {"b": …}) builds
+    text = formatted(made)
+    assert "+7999*****88" in text and "1234588" not in text and "1234511" not in text
+
+
+def test_a_namedtuple_in_args_or_extra_does_not_raise_and_is_masked() -> None:
+    Pair = collections.namedtuple("Pair", "to ref")
+    made = record("bad %s %s", "+79991234588", {"x": 1}, context=Pair("+79991234511", "r"))
+    made.args = Pair("+79991234522", "r")  # args that do not fit the message, as a namedtuple
+    text = formatted(made)
+    assert "1234522" not in text + str(vars(made)) and "1234511" not in str(vars(made))
+
+
+def test_logging_through_a_masked_handler_never_raises(caplog: pytest.LogCaptureFixture) -> None:
+    log = logging.getLogger("kaskad.test.never")
+    caplog.handler.addFilter(MaskPhones())
+    Pair = collections.namedtuple("Pair", "to ref")
+    log.warning("%(a)s", {"b": 1})
+    log.warning("%s %s", "+79991234588", extra={"pair": Pair("+79991234511", "r")})
+    assert "1234588" not in caplog.text and len(caplog.records) == 2
 
 
 def test_configure_logging_puts_the_filter_on_every_root_handler() -> None:

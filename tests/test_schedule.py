@@ -138,6 +138,12 @@ def test_bad_speed(text: str) -> None:
         Speed.model_validate(text)
 
 
+def test_a_speed_given_as_a_table_is_one_of_the_written_units() -> None:
+    assert str(Speed.model_validate({"count": 5, "seconds": 3600})) == "5/hour"
+    with pytest.raises(ValueError, match="the unit must be"):
+        Speed.model_validate({"count": 5, "seconds": 7})
+
+
 def test_naive_times_are_moscow_and_explicit_ones_are_kept() -> None:
     assert aware("2026-12-01T10:00") == local(MSK, 2026, 12, 1, 10)
     assert aware("2026-12-01T10:00+01:00") == utc(2026, 12, 1, 9)
@@ -173,6 +179,10 @@ def test_spec_timing_keys(tmp_path: Path) -> None:
     [
         ('start_at = "2026-12-03T10:00"\nend_at = "2026-12-01T10:00"', "end_at: must be after start_at"),
         ('speed = "0/min"', "speed: must be more than zero"),
+        ("speed = { count = 5, seconds = 7 }", "speed: the unit must be 1 second, 60 or 3600"),
+        ("speed = { count = 5, seconds = 0 }", "speed: the unit must be 1 second, 60 or 3600"),
+        ("speed = { count = 5, seconds = -1 }", "speed: the unit must be 1 second, 60 or 3600"),
+        ("speed = { count = 0, seconds = 60 }", "speed: must be more than zero"),
         ("[schedule]\ndays = []", "schedule.days: no day is allowed"),
         ('[schedule]\ntimezone = "Moscow"', "schedule.timezone: unknown time zone 'Moscow'"),
     ],

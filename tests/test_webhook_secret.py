@@ -11,6 +11,7 @@ import pytest
 
 from runtime.devstack import Stack, private_settings
 from runtime.servers import free_port
+from runtime.settings import Settings, SettingsError
 
 ROOT = Path(__file__).resolve().parents[1]
 OLD_PUBLIC_DEFAULT = "sandbox-webhook-secret"
@@ -34,6 +35,43 @@ def test_a_process_without_the_secret_does_not_start_and_names_it(command: list[
     assert done.returncode != 0
     assert done.stderr.strip().splitlines()[-1].startswith("error: KASKAD_WEBHOOK_SECRET is not set"), done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("value", ["", "   ", "\t\n"])
+def test_an_empty_or_blank_secret_is_not_set(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KASKAD_WEBHOOK_SECRET", value)
+    settings = Settings(_env_file=None)
+    with pytest.raises(SettingsError, match="KASKAD_WEBHOOK_SECRET is not set"):
+        settings.webhook_key()
+    assert "KASKAD_WEBHOOK_SECRET" not in settings.process_env()
+
+
+def test_a_blank_secret_is_made_up_by_the_embedded_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KASKAD_WEBHOOK_SECRET", "  ")
+    assert len(private_settings(tmp_path, "q").webhook_key()) >= 32
+
+
+def test_the_old_public_default_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KASKAD_WEBHOOK_SECRET", OLD_PUBLIC_DEFAULT)
+    with pytest.raises(SettingsError, match="KASKAD_WEBHOOK_SECRET is the old public default"):
+        Settings(_env_file=None).webhook_key()
+
+
+def test_a_gateway_with_a_blank_secret_does_not_start(tmp_path: Path) -> None:
+    env = {
+        "PATH": str(Path(sys.executable).parent),
+        "PYTHONPATH": str(ROOT),
+        "KASKAD_WEBHOOK_SECRET": " ",
+        "KASKAD_GATEWAY_PORT": str(free_port()),
+    }
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "gateway"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=30
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("the gateway started with a blank KASKAD_WEBHOOK_SECRET")
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines()[-1].startswith("error: KASKAD_WEBHOOK_SECRET is not set"), done.stderr
 
 
 def test_two_embedded_stacks_make_up_different_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -50,6 +50,9 @@ SPEC_CASES: dict[str, Callable[[], bytes]] = {
     "late_reports_overflow": lambda: _valid_with(
         'name = "hostile"', 'name = "hostile"\nlate_reports = "99999999999999999999d"'
     ),
+    "int_5000_digits": lambda: _valid_with('name = "hostile"', f'name = "hostile"\nspeed = {"1" * 5000}'),
+    "late_reports_999999999d": lambda: _valid_with('name = "hostile"', 'name = "hostile"\nlate_reports = "999999999d"'),
+    "speed_seconds_7": lambda: _valid_with('name = "hostile"', 'name = "hostile"\nspeed = { count = 5, seconds = 7 }'),
     "start_and_end_at_extremes": lambda: _valid_with(
         'name = "hostile"', 'name = "hostile"\nstart_at = 9999-12-31T23:59:59-23:59\nend_at = 9999-12-31T23:59:59+23:59'
     ),
