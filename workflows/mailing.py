@@ -391,7 +391,8 @@ class MailingWorkflow:
                 ControlActivities.broadcast,
                 BroadcastRequest(mailing_id=self._input.mailing_id, control=control, upto=r.position),
                 start_to_close_timeout=timedelta(minutes=30),
-                heartbeat_timeout=timedelta(minutes=2),
+                # a batch of 50 updates beats within the 20 s a recipient may take to finish a request it has out
+                heartbeat_timeout=timedelta(seconds=30),
                 retry_policy=RETRY,
             )
             r.broadcast = control.version
