@@ -208,7 +208,7 @@ def ascii_number(text: str) -> int | None:
     return None
 
 
-def _column_index(reference: str) -> int:
+def column_index(reference: str) -> int:
     """0-based column of a cell reference such as `AB12`."""
     index = 0
     for char in reference:
@@ -256,7 +256,7 @@ class _SheetParser:
         local = tag.rpartition(" ")[2]
         if local == "c":
             reference = attrs.get("r")
-            self._column = _column_index(reference) if reference else len(self._cells)
+            self._column = column_index(reference) if reference else len(self._cells)
             if self._column >= MAX_COLUMNS:
                 raise XlsxError(f"a cell ({reference}) is past the last column, XFD")
             self._type = attrs.get("t")
