@@ -17,7 +17,7 @@ from typing import NamedTuple, TextIO
 import phonenumbers
 import phonenumbers.timezone
 from openpyxl import Workbook
-from openpyxl.cell.cell import Cell, WriteOnlyCell
+from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE, Cell, WriteOnlyCell
 from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 
 from domain.models import ImportReport, RejectedRow
@@ -28,6 +28,7 @@ from domain.template import variables_used
 from recipients.reader import Progress, RecipientsError, SourceOptions, Table, read_file, read_manual
 
 SAMPLE_SIZE = 20
+SAMPLE_CHARS = 100  # a sample's value and reason are cut to this (the report crosses Temporal, 2 MB)
 REJECTED_SUFFIXES = (".csv", ".xlsx")
 REJECTED_HEADER = ("row", "value", "reason")
 # What makes a spreadsheet read a cell as a formula (OWASP, CSV injection): neutralised in every export.
@@ -148,7 +149,7 @@ def validate_rows(
         if rejected_out is not None:
             rejected_out(row, value, reason)
         if len(sample) < SAMPLE_SIZE:
-            sample.append(RejectedRow(row=row, value=value, reason=reason))
+            sample.append(RejectedRow(row=row, value=_cut(value), reason=_cut(reason)))
 
     for row, cells in table.records:
         rows += 1
@@ -191,6 +192,10 @@ def validate_rows(
         rejected_sample=sample,
         zone_fallback=zones.fallbacks if zones else 0,
     )
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= SAMPLE_CHARS else text[:SAMPLE_CHARS] + "…"
 
 
 def stored_list_path(data_dir: Path, mailing_id: str) -> Path:
@@ -256,8 +261,9 @@ def rejected_writer(path: Path) -> Iterator[Callable[[int, str, str], None]]:
 
 
 def _text_cell(sheet: WriteOnlyWorksheet, text: str) -> Cell:
-    """A neutralised text as an explicit string cell: never a formula, whatever openpyxl infers from it."""
-    cell = WriteOnlyCell(sheet, neutralise(text))
+    """A neutralised text as an explicit string cell: never a formula, whatever openpyxl infers from it.
+    Control characters an .xlsx cannot hold become U+FFFD."""
+    cell = WriteOnlyCell(sheet, ILLEGAL_CHARACTERS_RE.sub("\ufffd", neutralise(text)))
     cell.data_type = "s"
     return cell
 

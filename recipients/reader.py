@@ -7,10 +7,12 @@ import csv
 import io
 import itertools
 import re
+import string
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from xml.parsers import expat
 
 from python_calamine import CalamineError, CalamineWorkbook
 
@@ -18,7 +20,9 @@ from recipients.xlsx import (
     STREAM_ABOVE_BYTES,
     SharedStrings,
     XlsxError,
+    ascii_number,
     check_archive,
+    column_index,
     shared_strings,
     sheet_member,
     stream_rows,
@@ -56,7 +60,6 @@ _MIN_CELL_BYTES = 20  # <c t="s"><v>0</v></c>
 # calamine holds a sheet as a dense grid from its first to its last used cell (about 32 bytes a cell), so two
 # cells at A1 and XFD1048576 would ask for 17 billion: a sheet whose span passes this is streamed instead.
 _CALAMINE_MAX_CELLS = 4_000_000
-_CELL_REF = re.compile(rb'<(?:\w+:)?c\b[^>]*?\sr="([A-Z]{1,3})([0-9]{1,7})"')
 
 Progress = Callable[[float], None]
 
@@ -248,25 +251,43 @@ def _calamine_safe(path: Path, sheet: str | None, shared: SharedStrings) -> bool
 
 
 def _cell_span(path: Path, sheet: str | None) -> int:
-    """Rows x columns up to the furthest cell reference of a sheet (at most STREAM_ABOVE_BYTES of XML: this
-    is asked only of sheets small enough for calamine), read in chunks."""
-    rows = columns = 0
+    """Rows x columns up to the furthest cell of a sheet, placed as calamine places them: a row at its `r` or
+    after the previous row, a cell at its `r` or after the previous cell. Read with expat (any quoting, any
+    spacing), and asked only of sheets small enough for calamine (at most STREAM_ABOVE_BYTES of XML)."""
+    rows = columns = row = column = 0
+    parser = expat.ParserCreate(namespace_separator=" ")
+
+    def start(tag: str, attrs: dict[str, str]) -> None:
+        nonlocal rows, columns, row, column
+        local = tag.rpartition(" ")[2]
+        if local == "row":
+            row = _placed(attrs.get("r", ""), row + 1)
+            column = 0
+        elif local == "c":
+            reference = attrs.get("r", "")
+            digits = reference.lstrip(string.ascii_letters)
+            column = column_index(reference) + 1 if digits != reference else column + 1
+            row = _placed(digits, row)
+        else:
+            return
+        rows, columns = max(rows, row), max(columns, column)
+
+    parser.StartElementHandler = start
     with zipfile.ZipFile(path) as archive, archive.open(sheet_member(archive, sheet)) as xml:
-        tail = b""
-        while chunk := xml.read(1 << 20):
-            text = tail + chunk
-            for letters, digits in _CELL_REF.findall(text):
-                columns = max(columns, _column_number(letters))
-                rows = max(rows, int(digits))
-            tail = text[-64:]  # a reference cut by the chunk boundary is read whole with the next chunk
+        try:
+            parser.ParseFile(xml)
+        except expat.ExpatError as exc:
+            raise XlsxError(f"not a readable workbook: {exc}") from exc
     return rows * columns
 
 
-def _column_number(letters: bytes) -> int:
-    number = 0
-    for letter in letters:
-        number = number * 26 + letter - 64
-    return number
+def _placed(written: str, default: int) -> int:
+    """A row number as written, the default if none is; one that is no number counts as past any bound (such a
+    sheet is streamed, whose reader says what is wrong with it)."""
+    if not written:
+        return default
+    number = ascii_number(written)
+    return _CALAMINE_MAX_CELLS + 1 if number is None else number
 
 
 def _sheet_size(path: Path, sheet: str | None) -> int:

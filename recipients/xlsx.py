@@ -32,6 +32,8 @@ MAX_SHARED_STRINGS = 4_000_000  # packed: 4 bytes each
 MAX_SHARED_TEXT_BYTES = 64 * 1024 * 1024  # UTF-8 text of the shared strings together
 MAX_CELL_CHARS = 32_767  # Excel's own limit for one cell
 MAX_COLUMNS = 16_384  # Excel's own last column, XFD: a cell further right would pad a row into gigabytes
+MAX_ROW_CHARS = 1024 * 1024  # all the cells of one row together
+_MAX_NUMBER_DIGITS = 10  # a row number or a shared-string index (Excel's last row has 7 digits)
 _CHUNK = 1024 * 1024
 _MAIN_NS = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
 _REL_NS = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
@@ -158,6 +160,7 @@ def _shared_strings(archive: zipfile.ZipFile) -> SharedStrings:
     if "xl/sharedStrings.xml" not in archive.namelist():
         return strings
     parts: list[str] = []
+    length = 0  # characters in `parts`, kept as they come (summing them at each run would be quadratic)
     depth_in_phonetic = 0
     in_text = False
     parser = expat.ParserCreate(namespace_separator=" ")
@@ -172,20 +175,23 @@ def _shared_strings(archive: zipfile.ZipFile) -> SharedStrings:
             in_text = True
 
     def end(tag: str) -> None:
-        nonlocal depth_in_phonetic, in_text
+        nonlocal depth_in_phonetic, in_text, length
         local = tag.rpartition(" ")[2]
         if local == "si":
             strings.append("".join(parts))
             parts.clear()
+            length = 0
         elif local == "rPh":
             depth_in_phonetic -= 1
         elif local == "t":
             in_text = False
 
     def text(data: str) -> None:
+        nonlocal length
         if in_text:
             parts.append(data)
-            if len(parts) > 1 and sum(map(len, parts)) > MAX_CELL_CHARS:  # one string's runs: bounded as they come
+            length += len(data)
+            if len(parts) > 1 and length > MAX_CELL_CHARS:  # one string's runs: bounded as they come
                 strings.append("".join(parts))
 
     parser.StartElementHandler, parser.EndElementHandler, parser.CharacterDataHandler = start, end, text
@@ -194,7 +200,15 @@ def _shared_strings(archive: zipfile.ZipFile) -> SharedStrings:
     return strings
 
 
-def _column_index(reference: str) -> int:
+def ascii_number(text: str) -> int | None:
+    """A row number or an index written as plain ASCII digits (`²` and `٣` are digits to str.isdigit but not
+    to int, and 5,000 digits pass int's limit), else None."""
+    if text.isascii() and text.isdigit() and len(text) <= _MAX_NUMBER_DIGITS:
+        return int(text)
+    return None
+
+
+def column_index(reference: str) -> int:
     """0-based column of a cell reference such as `AB12`."""
     index = 0
     for char in reference:
@@ -215,6 +229,9 @@ class _SheetParser:
         self._column = 0
         self._type: str | None = None
         self._text: list[str] = []
+        self._text_chars = 0
+        self._row_chars = 0
+        self._reference: str | None = None
         self._in_text = False
 
     def rows(self, stream: IO[bytes], size: int, progress: Callable[[float], None]) -> Iterator[tuple[int, list[str]]]:
@@ -239,16 +256,22 @@ class _SheetParser:
         local = tag.rpartition(" ")[2]
         if local == "c":
             reference = attrs.get("r")
-            self._column = _column_index(reference) if reference else len(self._cells)
+            self._column = column_index(reference) if reference else len(self._cells)
             if self._column >= MAX_COLUMNS:
                 raise XlsxError(f"a cell ({reference}) is past the last column, XFD")
             self._type = attrs.get("t")
             self._text = []
+            self._text_chars = 0
+            self._reference = reference
         elif local in ("v", "t"):
             self._in_text = True
         elif local == "row":
             self._cells = []
-            self._row_number = int(attrs["r"]) if "r" in attrs else self._row_number + 1
+            self._row_chars = 0
+            row = ascii_number(attrs["r"]) if "r" in attrs else self._row_number + 1
+            if row is None:
+                raise XlsxError(f"a row has the number {attrs['r'][:20]!r}")
+            self._row_number = row
         elif local == "rPh":  # phonetic hints inside an inline string are not its text
             self._in_text = False
 
@@ -265,11 +288,21 @@ class _SheetParser:
     def _chars(self, data: str) -> None:
         if self._in_text:
             self._text.append(data)
+            self._text_chars += len(data)
+            self._row_chars += len(data)
+            if self._text_chars > MAX_CELL_CHARS:
+                cell = self._reference or f"row {self._row_number}, column {len(self._cells) + 1}"
+                raise XlsxError(f"a cell ({cell}) holds over {MAX_CELL_CHARS} characters, Excel's limit")
+            if self._row_chars > MAX_ROW_CHARS:
+                raise XlsxError(f"row {self._row_number} holds over {MAX_ROW_CHARS} characters")
 
     def _value(self, text: str) -> str:
         """The cell as text: shared strings looked up, numbers as Excel shows them (no `.0` on whole numbers)."""
         if self._type == "s":
-            return self._shared[int(text)] if text.isdigit() and int(text) < len(self._shared) else ""
+            index = ascii_number(text)
+            if index is None and text:
+                raise XlsxError(f"row {self._row_number} refers to the shared string {text[:20]!r}")
+            return self._shared[index] if index is not None and index < len(self._shared) else ""
         if self._type in (None, "n") and text:
             try:
                 number = float(text)

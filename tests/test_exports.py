@@ -90,3 +90,12 @@ def test_libreoffice_evaluates_no_formula_in_an_export(tmp_path: Path, suffix: s
     assert "2" not in values  # =1+1, +1+1, … were not computed
     assert values[0] in ("=1+1", "'=1+1")  # the text is there (Calc may hide the quote prefix)
     assert all("HYPERLINK" in v or "IMPORTXML" in v for v in values[1:3])
+
+
+def test_xlsx_export_replaces_characters_xlsx_cannot_hold(tmp_path: Path) -> None:
+    path = tmp_path / "rejected.xlsx"
+    with rejected_writer(path) as out:
+        out(2, "+7999\x01000", "not a number")
+    sheet = openpyxl.load_workbook(path).active
+    assert sheet is not None
+    assert list(sheet.iter_rows(min_row=2, values_only=True)) == [(2, "'+7999\ufffd000", "not a number")]

@@ -536,3 +536,11 @@ def test_zones_without_a_common_window_fall_back_and_are_counted(tmp_path: Path)
     assert report.valid == 2 and report.zone_fallback == 2
     assert report.stored_list is not None
     assert [r.zones for r in read_stored(report.stored_list)] == [["Europe/Moscow"], ["Europe/Moscow"]]
+
+
+def test_the_rejected_sample_cuts_long_values(tmp_path: Path) -> None:
+    path = tmp_path / "long.csv"
+    path.write_text("phone\n" + "x" * 5000 + "\n", encoding="utf-8")
+    report = import_recipients(file_spec(path, "Hi"), tmp_path / "data", "m1")
+    assert report.rejected_sample[0].value == "x" * 100 + "…"
+    assert read_rejected(tmp_path / "data" / "mailings" / "m1" / "rejected.csv")[1][1] == "x" * 5000

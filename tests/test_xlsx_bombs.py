@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -153,4 +154,99 @@ def test_validate_of_a_bomb_stays_small_and_says_why(tmp_path: Path) -> None:
     assert returncode == 1, result.stderr
     assert result.stderr.startswith("error: "), result.stderr
     assert "Traceback" not in result.stderr
+    assert peak_mb < 300
+
+
+FAR_CELL = '<row r="200000"><c r="Z200000"><v>1</v></c></row>'  # a span past 4M cells: the streamed path
+
+
+def far_sheet(rows: str) -> str:
+    return f'<worksheet {NS}><sheetData><row r="1"><c r="A1"><v>79990000001</v></c></row>{rows}</sheetData></worksheet>'
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        '<row r="x"><c><v>1</v></c></row>' + FAR_CELL,
+        '<row r="2"><c r="A2" t="s"><v>\u00b2</v></c></row>' + FAR_CELL,
+        '<row r="2"><c r="A2" t="s"><v>' + "9" * 5000 + "</v></c></row>" + FAR_CELL,
+        '<row r="' + "9" * 5000 + '"><c><v>1</v></c></row>' + FAR_CELL,
+    ],
+    ids=["row-not-a-number", "superscript-index", "index-of-5000-digits", "row-of-5000-digits"],
+)
+def test_a_malformed_number_in_a_streamed_sheet_is_a_clean_error(tmp_path: Path, rows: str) -> None:
+    path = workbook(tmp_path / "odd.xlsx", sheet=far_sheet(rows))
+    with pytest.raises(RecipientsError, match=r"odd\.xlsx: "):
+        list(read_file(path).records)
+
+
+def test_a_shared_string_of_many_runs_is_read_in_linear_time(tmp_path: Path) -> None:
+    head = f'<sst {NS} count="1" uniqueCount="1"><si>'.encode()
+    path = workbook(tmp_path / "runs.xlsx", shared=(head, b"<r><t>a</t></r>", b"</si></sst>", 30_000))
+    started = time.monotonic()
+    strings = xlsx.shared_strings(path)
+    assert time.monotonic() - started < 2
+    assert strings[0] == "a" * 30_000
+
+
+def test_a_streamed_cell_past_excel_s_limit_is_refused_naming_it(tmp_path: Path) -> None:
+    cell = '<row r="2"><c r="B2" t="inlineStr"><is><t>' + "a" * 40_000 + "</t></is></c></row>"
+    path = workbook(tmp_path / "long.xlsx", sheet=far_sheet(cell + FAR_CELL))
+    with pytest.raises(RecipientsError, match=r"long\.xlsx: .*B2.*32767"):
+        list(read_file(path).records)
+
+
+def test_a_streamed_row_past_its_bound_is_refused(tmp_path: Path) -> None:
+    cells = "".join(f'<c t="inlineStr"><is><t>{"a" * 30_000}</t></is></c>' for _ in range(40))
+    path = workbook(tmp_path / "wide.xlsx", sheet=far_sheet(f'<row r="2">{cells}</row>' + FAR_CELL))
+    with pytest.raises(RecipientsError, match=r"wide\.xlsx: row 2 .*characters"):
+        list(read_file(path).records)
+
+
+def test_validate_of_one_huge_inline_cell_stays_small(tmp_path: Path) -> None:
+    """200 MB of one inline string (a 200 KB file): refused while it is read, not held whole."""
+    path = tmp_path / "cell.xlsx"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+        for name, text in workbook_parts().items():
+            archive.writestr(name, text)
+        with archive.open("xl/worksheets/sheet1.xml", "w", force_zip64=True) as member:
+            member.write(f'<worksheet {NS}><sheetData><row r="1"><c r="A1" t="inlineStr"><is><t>'.encode())
+            block = b"a" * 1_000_000
+            for _ in range(200):
+                member.write(block)
+            member.write(b"</t></is></c></row></sheetData></worksheet>")
+    result, returncode, peak_mb = validate_peak(path)
+    print(f"validate of a 200 MB cell: exit {returncode}, peak RSS {peak_mb:.0f} MB")
+    assert "Traceback" not in result.stderr and returncode == 1, result.stderr
+    assert "A1" in result.stderr
+    assert peak_mb < 300
+
+
+def workbook_parts() -> dict[str, str]:
+    return {
+        "[Content_Types].xml": CONTENT_TYPES,
+        "_rels/.rels": ROOT_RELS,
+        "xl/workbook.xml": WORKBOOK,
+        "xl/_rels/workbook.xml.rels": WORKBOOK_RELS,
+    }
+
+
+@pytest.mark.parametrize(
+    "far",
+    [
+        "<row r='1048576'><c r='XFD1048576' t='inlineStr'><is><t>x</t></is></c></row>",
+        '<row r = "1048576"><c r = "XFD1048576" t="inlineStr"><is><t>x</t></is></c></row>',
+        '<row r="1048576">' + "<c/>" * 16_383 + '<c t="inlineStr"><is><t>x</t></is></c></row>',
+    ],
+    ids=["single-quotes", "spaces-around-equals", "cells-without-r"],
+)
+def test_a_far_cell_however_written_does_not_make_a_dense_grid(tmp_path: Path, far: str) -> None:
+    sheet = (
+        f'<worksheet {NS}><sheetData><row r="1"><c r="A1" t="inlineStr"><is><t>+79990000001</t></is></c></row>'
+        f"{far}</sheetData></worksheet>"
+    )
+    path = workbook(tmp_path / "sparse.xlsx", sheet=sheet)
+    result, returncode, peak_mb = validate_peak(path)
+    print(f"validate of a far cell: exit {returncode}, peak RSS {peak_mb:.0f} MB")
+    assert "Traceback" not in result.stderr and returncode in (0, 1), result.stderr
     assert peak_mb < 300
