@@ -33,6 +33,9 @@ MAX_SHARED_TEXT_BYTES = 64 * 1024 * 1024  # UTF-8 text of the shared strings tog
 MAX_CELL_CHARS = 32_767  # Excel's own limit for one cell
 MAX_COLUMNS = 16_384  # Excel's own last column, XFD: a cell further right would pad a row into gigabytes
 MAX_ROW_CHARS = 1024 * 1024  # all the cells of one row together
+# Cell slots (padding included) of the rows parsed from one chunk and not yet handed on: rows that each reach
+# column XFD are 16,384 slots apiece, so a chunk of them would otherwise be gigabytes.
+MAX_PENDING_CELLS = 2_000_000
 _MAX_NUMBER_DIGITS = 10  # a row number or a shared-string index (Excel's last row has 7 digits)
 _CHUNK = 1024 * 1024
 _MAIN_NS = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
@@ -224,6 +227,7 @@ class _SheetParser:
     def __init__(self, shared: SharedStrings) -> None:
         self._shared = shared
         self._done: list[tuple[int, list[str]]] = []
+        self._pending_cells = 0
         self._row_number = 0
         self._cells: list[str] = []
         self._column = 0
@@ -246,6 +250,7 @@ class _SheetParser:
                 parser.Parse(chunk, False)
                 yield from self._done
                 self._done.clear()
+                self._pending_cells = 0
                 progress(read / size if size else 1.0)
             parser.Parse(b"", True)
         except expat.ExpatError as exc:
@@ -283,6 +288,12 @@ class _SheetParser:
         elif local in ("v", "t"):
             self._in_text = False
         elif local == "row":
+            self._pending_cells += len(self._cells)
+            if self._pending_cells > MAX_PENDING_CELLS:
+                raise XlsxError(
+                    f"rows up to {self._row_number} are too wide: over {MAX_PENDING_CELLS} cells in one megabyte"
+                    " of the sheet (cells far to the right in many rows)"
+                )
             self._done.append((self._row_number, self._cells))
 
     def _chars(self, data: str) -> None:

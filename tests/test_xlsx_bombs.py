@@ -250,3 +250,15 @@ def test_a_far_cell_however_written_does_not_make_a_dense_grid(tmp_path: Path, f
     print(f"validate of a far cell: exit {returncode}, peak RSS {peak_mb:.0f} MB")
     assert "Traceback" not in result.stderr and returncode in (0, 1), result.stderr
     assert peak_mb < 300
+
+
+def test_rows_that_each_reach_the_last_column_stay_small(tmp_path: Path) -> None:
+    """Each row padded to column XFD is 16,384 slots; thousands of such rows in one parsed chunk would be
+    gigabytes. Refused once the rows held at once pass a bound."""
+    rows = "".join(f'<row r="{n}"><c r="XFD{n}"><v>1</v></c></row>' for n in range(1, 10_001))
+    sheet = f"<worksheet {NS}><sheetData>{rows}</sheetData></worksheet>"
+    path = workbook(tmp_path / "wide-rows.xlsx", sheet=sheet)
+    result, returncode, peak_mb = validate_peak(path)
+    print(f"validate of 10,000 rows reaching XFD: exit {returncode}, peak RSS {peak_mb:.0f} MB")
+    assert "Traceback" not in result.stderr and returncode == 1, result.stderr
+    assert "wide" in result.stderr and peak_mb < 300
