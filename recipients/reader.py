@@ -18,6 +18,7 @@ from python_calamine import CalamineError, CalamineWorkbook
 
 from recipients.xlsx import (
     STREAM_ABOVE_BYTES,
+    NoSuchSheet,
     SharedStrings,
     XlsxError,
     ascii_number,
@@ -211,20 +212,21 @@ def _read_csv(path: Path, encoding: str, progress: Progress) -> Iterator[tuple[i
 def _read_excel(path: Path, sheet: str | None, progress: Progress) -> Iterator[tuple[int, list[str]]]:
     """A workbook's sheet: large .xlsx sheets streamed (recipients.xlsx), the rest read by calamine."""
     try:
-        shared = None
         if path.suffix.lower() == ".xlsx":  # bombs refused before calamine or expat inflates anything
             check_archive(path)
             shared = shared_strings(path)
+            # Decided before calamine opens the file: opening loads every shared string at once.
+            if not _calamine_safe(path, sheet, shared):
+                yield from stream_rows(path, sheet, progress, shared)
+                return
         workbook = CalamineWorkbook.from_path(str(path))
         if sheet is not None and sheet not in workbook.sheet_names:
             workbook.close()
             names = ", ".join(workbook.sheet_names)
             raise RecipientsError(f"sheet: {path.name} has no sheet named {sheet!r} (sheets: {names})")
-        if shared is not None and not _calamine_safe(path, sheet, shared):
-            workbook.close()
-            yield from stream_rows(path, sheet, progress, shared)
-            return
         table = workbook.get_sheet_by_name(sheet) if sheet is not None else workbook.get_sheet_by_index(0)
+    except NoSuchSheet as exc:
+        raise RecipientsError(f"sheet: {path.name} has {exc}") from exc
     except XlsxError as exc:
         raise RecipientsError(f"{path.name}: {exc}") from exc
     except (CalamineError, zipfile.BadZipFile, KeyError) as exc:

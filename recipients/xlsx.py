@@ -28,8 +28,8 @@ MAX_MEMBERS = 10_000  # a workbook has tens of members; each one costs a ZipInfo
 MAX_CENTRAL_DIRECTORY_BYTES = 4 * 1024 * 1024  # read before the members can be counted, so bounded first
 MAX_MEMBER_BYTES = 512 * 1024 * 1024  # uncompressed, any member (a streamed sheet costs time, not memory)
 MAX_TOTAL_BYTES = 1024 * 1024 * 1024  # uncompressed, all members together
-MAX_SHARED_STRINGS = 4_000_000  # packed: 4 bytes each
-MAX_SHARED_TEXT_BYTES = 64 * 1024 * 1024  # UTF-8 text of the shared strings together
+MAX_SHARED_STRINGS = 8_000_000  # packed: 4 bytes each (a million rows with several unique text columns)
+MAX_SHARED_TEXT_BYTES = 128 * 1024 * 1024  # UTF-8 text together (two unique Cyrillic columns of 1M rows: ~110 MB)
 MAX_CELL_CHARS = 32_767  # Excel's own limit for one cell
 MAX_COLUMNS = 16_384  # Excel's own last column, XFD: a cell further right would pad a row into gigabytes
 MAX_ROW_CHARS = 1024 * 1024  # all the cells of one row together
@@ -101,6 +101,10 @@ class SharedStrings:
         return self._text[start : self._ends[index]].decode()
 
 
+class NoSuchSheet(XlsxError):
+    """The workbook has no sheet of the name asked for."""
+
+
 def sheet_member(archive: zipfile.ZipFile, sheet: str | None) -> zipfile.ZipInfo:
     """The zip member of the first sheet, or of the sheet with this name (workbook order, as Excel shows it)."""
     sheets = [(attrs["name"], attrs[f"{_REL_NS} id"]) for attrs in _elements(archive, "xl/workbook.xml", "sheet")]
@@ -110,7 +114,7 @@ def sheet_member(archive: zipfile.ZipFile, sheet: str | None) -> zipfile.ZipInfo
         raise XlsxError("the workbook has no sheets")
     chosen = sheets[0] if sheet is None else next((s for s in sheets if s[0] == sheet), None)
     if chosen is None:
-        raise XlsxError(f"no sheet named {sheet!r} (sheets: {', '.join(name for name, _ in sheets)})")
+        raise NoSuchSheet(f"no sheet named {sheet!r} (sheets: {', '.join(name for name, _ in sheets)})")
     target = targets[chosen[1]]
     path = target.lstrip("/") if target.startswith("/") else posixpath.normpath(posixpath.join("xl", target))
     return archive.getinfo(path)

@@ -262,3 +262,18 @@ def test_rows_that_each_reach_the_last_column_stay_small(tmp_path: Path) -> None
     print(f"validate of 10,000 rows reaching XFD: exit {returncode}, peak RSS {peak_mb:.0f} MB")
     assert "Traceback" not in result.stderr and returncode == 1, result.stderr
     assert "wide" in result.stderr and peak_mb < 300
+
+
+def test_the_largest_shared_strings_within_the_limits_stay_under_300_mb(tmp_path: Path) -> None:
+    """Just under MAX_SHARED_TEXT_BYTES (4M Cyrillic strings, 120 MB of UTF-8): read packed, and calamine —
+    which would hold each as a Rust String — never opens it."""
+    count = 4_000_000
+    head = f'<sst {NS} count="{count}" uniqueCount="{count}">'.encode()
+    path = workbook(
+        tmp_path / "big-strings.xlsx", shared=(head, b"<si><t>" + "я".encode() * 15 + b"</t></si>", b"</sst>", count)
+    )
+    assert count * 30 < xlsx.MAX_SHARED_TEXT_BYTES
+    result, returncode, peak_mb = validate_peak(path)
+    print(f"validate with {count} shared strings: exit {returncode}, peak RSS {peak_mb:.0f} MB")
+    assert returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert peak_mb < 300
