@@ -5,61 +5,30 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
-from temporalio.worker import Worker
 
 import activities.recipients
-from activities.dispatch import DispatchActivities
 from activities.recipients import RecipientActivities
-from activities.schedule import next_send_window
-from activities.send import SendActivities
 from domain.models import ImportReport, ImportRequest, MailingInput
-from domain.refs import mailing_workflow_id, recipient_workflow_id, send_task_queue
-from providers.base import ProviderAdapter
+from domain.refs import mailing_workflow_id, recipient_workflow_id
+from tests import test_mailing_timing
 from tests.test_cascade import RecordingProvider
-from tests.test_mailing_timing import NUMBERS, DirectLookups, spec
+from tests.test_mailing_timing import NUMBERS, spec
 from workflows.mailing import HEARTBEAT, MailingWorkflow
 from workflows.recipient import RecipientCascadeWorkflow
 
-
-@pytest.fixture
-async def worker(
-    time_skipping_env: WorkflowEnvironment, tmp_path: Path
-) -> AsyncIterator[tuple[str, RecordingProvider]]:
-    client, queue, provider = time_skipping_env.client, f"issue9-{uuid.uuid4().hex[:8]}", RecordingProvider()
-    lookups = DirectLookups(client, tmp_path / "data")
-    async with (
-        Worker(
-            client,
-            task_queue=queue,
-            workflows=[MailingWorkflow, RecipientCascadeWorkflow],
-            activities=[
-                RecipientActivities(tmp_path / "data").import_recipients,
-                DispatchActivities(client, queue, {}, 100.0).dispatch,
-                lookups.await_progress,
-                lookups.broadcast,
-                next_send_window,
-            ],
-        ),
-        Worker(
-            client,
-            task_queue=send_task_queue(queue, "sandbox"),
-            activities=[SendActivities({"sandbox": cast(ProviderAdapter, provider)}).send],
-        ),
-    ):
-        yield queue, provider
+mailing_worker = test_mailing_timing.mailing_worker  # the same workers, as a fixture of this module too
 
 
 async def test_pause_and_resume_during_a_delayed_start_still_start_at_start_at(
-    time_skipping_env: WorkflowEnvironment, worker: tuple[str, RecordingProvider]
+    time_skipping_env: WorkflowEnvironment, mailing_worker: tuple[str, RecordingProvider]
 ) -> None:
-    queue, provider = worker
+    queue, provider = mailing_worker
     env, mailing_id = time_skipping_env, f"later-{uuid.uuid4().hex[:6]}"
     start_at = (await env.get_current_time()) + timedelta(days=3)
     handle = await env.client.start_workflow(

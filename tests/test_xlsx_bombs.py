@@ -140,16 +140,7 @@ def test_two_cells_far_apart_do_not_make_a_dense_grid(tmp_path: Path) -> None:
 
 def test_validate_of_a_bomb_stays_small_and_says_why(tmp_path: Path) -> None:
     path = many_small_strings(tmp_path / "bomb.xlsx", 20_000_000)
-    # A fresh parent process, so that RUSAGE_CHILDREN is starter.py's own peak, not an earlier test's child.
-    measure = (
-        "import resource, subprocess, sys; "
-        "r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
-        "sys.stderr.write(r.stderr); print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
-    )
-    command = [sys.executable, "-c", measure, sys.executable, str(ROOT / "starter.py"), "validate", str(path)]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
-    returncode, peak_kb = map(int, result.stdout.split())
-    peak_mb = peak_kb / 1024
+    result, returncode, peak_mb = validate_peak(path)
     print(f"validate of a {path.stat().st_size} byte bomb: peak RSS {peak_mb:.0f} MB")
     assert returncode == 1, result.stderr
     assert result.stderr.startswith("error: "), result.stderr
