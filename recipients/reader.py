@@ -241,18 +241,20 @@ def _read_excel(path: Path, sheet: str | None, progress: Progress) -> Iterator[t
 
 
 def _calamine_safe(path: Path, sheet: str | None, shared: SharedStrings) -> bool:
-    """Whether calamine can read this sheet whole within bounded memory (else it is streamed)."""
-    sheet_size = _sheet_size(path, sheet)
-    copied = sheet_size // _MIN_CELL_BYTES * shared.longest * 4
-    return (
-        sheet_size <= STREAM_ABOVE_BYTES
-        and len(shared) <= _CALAMINE_MAX_SHARED
-        and copied <= _CALAMINE_MAX_COPIED_BYTES
-        and _cell_span(path, sheet) <= _CALAMINE_MAX_CELLS
-    )
+    """Whether calamine can read this sheet whole within bounded memory (else it is streamed). The sheet's
+    uncompressed size is about what calamine would hold of its XML."""
+    with zipfile.ZipFile(path) as archive:
+        member = sheet_member(archive, sheet)
+        copied = member.file_size // _MIN_CELL_BYTES * shared.longest * 4
+        return (
+            member.file_size <= STREAM_ABOVE_BYTES
+            and len(shared) <= _CALAMINE_MAX_SHARED
+            and copied <= _CALAMINE_MAX_COPIED_BYTES
+            and _cell_span(archive, member) <= _CALAMINE_MAX_CELLS
+        )
 
 
-def _cell_span(path: Path, sheet: str | None) -> int:
+def _cell_span(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> int:
     """Rows x columns up to the furthest cell of a sheet, placed as calamine places them: a row at its `r` or
     after the previous row, a cell at its `r` or after the previous cell. Read with expat (any quoting, any
     spacing), and asked only of sheets small enough for calamine (at most STREAM_ABOVE_BYTES of XML)."""
@@ -275,7 +277,7 @@ def _cell_span(path: Path, sheet: str | None) -> int:
         rows, columns = max(rows, row), max(columns, column)
 
     parser.StartElementHandler = start
-    with zipfile.ZipFile(path) as archive, archive.open(sheet_member(archive, sheet)) as xml:
+    with archive.open(member) as xml:
         try:
             parser.ParseFile(xml)
         except expat.ExpatError as exc:
@@ -290,12 +292,6 @@ def _placed(written: str, default: int) -> int:
         return default
     number = ascii_number(written)
     return _CALAMINE_MAX_CELLS + 1 if number is None else number
-
-
-def _sheet_size(path: Path, sheet: str | None) -> int:
-    """Uncompressed bytes of the sheet's XML: what calamine would hold in memory, give or take."""
-    with zipfile.ZipFile(path) as archive:
-        return sheet_member(archive, sheet).file_size
 
 
 def _cell_text(cell: object) -> str:
