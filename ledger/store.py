@@ -49,11 +49,6 @@ class LedgerError(Exception):
     """The ledger cannot do what was asked (an unknown mailing, an id taken); the CLI prints it."""
 
 
-def sqlite_url(data_dir: Path) -> str:
-    """The embedded default: a SQLite file next to the rest of kaskad's data."""
-    return f"sqlite:///{(data_dir / 'ledger.sqlite3').resolve()}"
-
-
 def driver_url(url: str) -> str:
     """`postgresql://…` as people write it, with the driver kaskad ships (psycopg 3)."""
     parsed = make_url(url)

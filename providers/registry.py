@@ -10,6 +10,7 @@ import httpx
 from providers import infobip, rapporto, twilio, vonage
 from providers.accounts import AccountError, load_accounts
 from providers.base import ProviderAdapter
+from providers.prices import PriceBook, parse_prices
 from providers.sandbox import SandboxAdapter
 from runtime.settings import Settings
 
@@ -44,6 +45,15 @@ def build_registry(settings: Settings, http: httpx.AsyncClient) -> dict[str, Pro
 
 def accounts(settings: Settings) -> dict[str, dict[str, Any]]:
     return load_accounts(settings.providers_file) if settings.providers_file else {}
+
+
+def price_book(settings: Settings) -> PriceBook:
+    """Every configured price: each account's `price` table, and the sandbox's from KASKAD_SANDBOX_PRICES."""
+    prices = {"sandbox": parse_prices(settings.sandbox_prices, "KASKAD_SANDBOX_PRICES")}
+    for name, account in accounts(settings).items():
+        if account.get("price") is not None:
+            prices[name] = parse_prices(account["price"], f"{name}.price")
+    return PriceBook(prices, settings.currency)
 
 
 def provider_rates(settings: Settings) -> dict[str, float]:

@@ -56,6 +56,15 @@ class Settings(BaseSettings):
     # which is how benchmarks/chaos.py measures that path.
     sandbox_deduplicates: bool = True
 
+    # Prices (optional): the sandbox's per channel (SMS per part), e.g. '{"sms": 2.35, "viber": 0.95}'; other
+    # accounts' in the providers file. Reports and `estimate` show costs in this currency.
+    sandbox_prices: dict[str, float] = {}
+    currency: str = "RUB"
+
+    # The ledger: the record of every mailing and message. Default: a SQLite file in data_dir; production: a
+    # PostgreSQL URL, e.g. postgresql://kaskad@db/kaskad.
+    database_url: str | None = None
+
     # Embedded dev server.
     dev_db_file: Path = Path(".kaskad/temporal.db")
     dev_ui_port: int = 8233
@@ -89,11 +98,16 @@ class Settings(BaseSettings):
             "KASKAD_TEMPORAL_ADDRESS": self.temporal_address,
             "KASKAD_TASK_QUEUE": self.task_queue,
             "KASKAD_DATA_DIR": str(self.data_dir),
+            "KASKAD_DATABASE_URL": self.ledger_url,
             "KASKAD_GATEWAY_PORT": str(self.gateway_port),
             "KASKAD_SANDBOX_PORT": str(self.sandbox_port),
             "KASKAD_PROVIDER_RATES": json.dumps(self.provider_rates),
             "KASKAD_SANDBOX_DEDUPLICATES": str(self.sandbox_deduplicates).lower(),
         }
+
+    @property
+    def ledger_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'ledger.sqlite3').resolve()}"
 
     @property
     def webhook_base_url(self) -> str:
