@@ -39,7 +39,8 @@ def build_registry(settings: Settings, http: httpx.AsyncClient) -> dict[str, Pro
         build = ADAPTER_TYPES.get(str(account["type"]))
         if build is None:
             raise AccountError(f"{name}.type: {account['type']!r} is not one of {', '.join(ADAPTER_TYPES)}")
-        registry[name] = build(name, account, http, f"{webhooks}/{name}")
+        adapter_config = {key: value for key, value in account.items() if key != "price"}  # see price_book
+        registry[name] = build(name, adapter_config, http, f"{webhooks}/{name}")
     return registry
 
 
