@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TextIO
 from urllib.parse import quote
 
+from sqlalchemy.exc import SQLAlchemyError
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
@@ -49,6 +50,7 @@ from domain.sms import sms_size
 from domain.spec import VIBER_TEXT_MAX, MailingSpec, SpecError, load_spec
 from domain.status import Channel
 from domain.template import MissingVariableError, render
+from ledger.store import Ledger, LedgerError
 from providers.accounts import AccountError
 from recipients.importer import ListRules, open_source, rejected_writer, validate_rows
 from recipients.reader import SUPPORTED_SUFFIXES, RecipientsError, Row, read_file
@@ -103,10 +105,25 @@ async def client_for(settings: Settings) -> Client:
 
 
 async def start_mailing(
-    client: Client, settings: Settings, spec: MailingSpec, mailing_id: str
+    client: Client, settings: Settings, ledger: Ledger, spec: MailingSpec, mailing_id: str
 ) -> WorkflowHandle[MailingWorkflow, MailingSummary]:
+    """Record the mailing and its recipients file in the ledger (where every worker reads it), then start it."""
     if not MAILING_ID_PATTERN.match(mailing_id):
         raise CliError(f"--id {mailing_id!r}: use lowercase letters, digits and '-' (up to 48)")
+    try:
+        await asyncio.to_thread(ledger.create_mailing, mailing_id, spec, datetime.now(UTC), spec.recipients)
+    except LedgerError as exc:
+        raise CliError(str(exc)) from exc
+    try:
+        return await _start_workflow(client, settings, spec, mailing_id)
+    except BaseException:
+        await asyncio.to_thread(ledger.discard_mailing, mailing_id)
+        raise
+
+
+async def _start_workflow(
+    client: Client, settings: Settings, spec: MailingSpec, mailing_id: str
+) -> WorkflowHandle[MailingWorkflow, MailingSummary]:
     try:
         return await client.start_workflow(
             MailingWorkflow.run,
@@ -306,7 +323,7 @@ async def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
         raise CliError("the recipients hold no valid number; nothing was started")
     client = await client_for(settings)
     mailing_id = args.id or new_mailing_id(spec.name)
-    handle = await start_mailing(client, settings, spec, mailing_id)
+    handle = await start_mailing(client, settings, open_ledger(settings), spec, mailing_id)
     print(f"started mailing {mailing_id}\n  {ui_link(settings, mailing_id)}", file=sys.stderr)
     if not args.wait:
         print(mailing_id)
@@ -314,6 +331,13 @@ async def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
     summary = await follow(handle, quiet=args.json, reconnect_for=args.reconnect_for)
     print_summary(summary, args.json)
     return 0 if summary.status in (MailingStatus.COMPLETED, MailingStatus.COMPLETED_BY_END_DATE) else 1
+
+
+def open_ledger(settings: Settings) -> Ledger:
+    try:
+        return Ledger(settings.ledger_url)
+    except SQLAlchemyError as exc:
+        raise CliError(f"cannot open the ledger ({settings.ledger_url.split('@')[-1]}): {type(exc).__name__}") from exc
 
 
 def mailing_handle(client: Client, mailing_id: str) -> WorkflowHandle[MailingWorkflow, MailingSummary]:
@@ -485,7 +509,8 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     configure_logging(logging.WARNING)
     async with embedded_stack(settings) as stack:
         mailing_id = new_mailing_id(spec.name)
-        handle = await start_mailing(stack.client, settings, spec, mailing_id)
+        assert stack.ledger is not None
+        handle = await start_mailing(stack.client, settings, stack.ledger, spec, mailing_id)
         print(f"demo mailing {mailing_id} started\n  {ui_link(settings, mailing_id)}", file=sys.stderr)
         summary = await follow(handle, quiet=args.json, reconnect_for=args.reconnect_for)
     print_summary(summary, args.json)

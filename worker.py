@@ -1,7 +1,7 @@
 """The kaskad worker: runs the mailing and recipient workflows and their activities.
 
-`python worker.py` connects to the configured Temporal (see runtime/settings.py) and runs until stopped;
-start as many as you need, on as many machines as share the data folder.
+`python worker.py` connects to the configured Temporal (see runtime/settings.py) and the ledger
+(KASKAD_DATABASE_URL) and runs until stopped; start as many as you need, on as many machines as reach both.
 """
 
 from __future__ import annotations
@@ -20,11 +20,13 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.control import ControlActivities
 from activities.dispatch import DispatchActivities
+from activities.ledger import LedgerActivities
 from activities.progress import ProgressActivities
 from activities.recipients import RecipientActivities
 from activities.schedule import next_send_window
 from activities.send import EXCHANGE_BUDGET, SendActivities
 from domain.refs import send_task_queue
+from ledger.store import Ledger
 from providers.accounts import AccountError
 from providers.base import ProviderAdapter
 from providers.registry import build_registry, provider_rates
@@ -40,30 +42,39 @@ from workflows.recipient import RecipientCascadeWorkflow
 # sandboxed, so the sandbox still catches non-deterministic calls in workflow code.
 SANDBOX = SandboxedWorkflowRunner(
     restrictions=SandboxRestrictions.default.with_passthrough_modules(
-        "activities", "domain", "providers", "recipients", "runtime", "pydantic"
+        "activities", "domain", "ledger", "providers", "recipients", "runtime", "pydantic", "sqlalchemy", "alembic"
     )
 )
 
 
-def build_workers(client: Client, settings: Settings, providers: Mapping[str, ProviderAdapter]) -> list[Worker]:
+def build_workers(
+    client: Client, settings: Settings, providers: Mapping[str, ProviderAdapter], ledger: Ledger | None
+) -> list[Worker]:
     """Wire every activity to its dependencies; tests call this too, so they run the real wiring.
+
+    `ledger`: the record every worker writes to and reads lists from. None records nothing and keeps lists
+    on this worker's disk (how benchmarks measure the cascade without the ledger).
 
     The main task queue runs the workflows and the bookkeeping activities. Each provider has a send task
     queue of its own whose rate the server caps across all workers (`max_task_queue_activities_per_second`).
     """
     rates = provider_rates(settings)
-    send = SendActivities(providers).send
+    send = SendActivities(providers, ledger).send
+    records = LedgerActivities(ledger)
     main = Worker(
         client,
         task_queue=settings.task_queue,
         workflows=[MailingWorkflow, RecipientCascadeWorkflow],
         workflow_runner=SANDBOX,
         activities=[
-            RecipientActivities(settings.data_dir).import_recipients,
-            DispatchActivities(client, settings.task_queue, rates, settings.default_provider_rate).dispatch,
+            RecipientActivities(settings.data_dir, ledger).import_recipients,
+            DispatchActivities(client, settings.task_queue, rates, settings.default_provider_rate, ledger).dispatch,
             ProgressActivities(client).await_progress,
-            ControlActivities(client, settings.data_dir).broadcast,
+            ControlActivities(client, settings.data_dir, ledger).broadcast,
             next_send_window,
+            records.record_recipient,
+            records.record_mailing_status,
+            records.record_mailing_final,
         ],
     )
     senders = [
@@ -83,11 +94,11 @@ def build_workers(client: Client, settings: Settings, providers: Mapping[str, Pr
 
 @asynccontextmanager
 async def running_workers(
-    client: Client, settings: Settings, providers: Mapping[str, ProviderAdapter]
+    client: Client, settings: Settings, providers: Mapping[str, ProviderAdapter], ledger: Ledger | None
 ) -> AsyncIterator[None]:
     """All of kaskad's workers, running for the duration of the block."""
     async with contextlib.AsyncExitStack() as stack:
-        for worker in build_workers(client, settings, providers):
+        for worker in build_workers(client, settings, providers, ledger):
             await stack.enter_async_context(worker)
         yield
 
@@ -100,7 +111,8 @@ async def main() -> None:
             client = await connect(settings)
         except RuntimeError as exc:
             raise SystemExit(f"error: cannot reach Temporal at {settings.temporal_address}: {exc}") from None
-        workers = build_workers(client, settings, providers)
+        ledger = Ledger(settings.ledger_url)
+        workers = build_workers(client, settings, providers, ledger)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):  # a deploy stops the worker: drain, do not drop
             loop.add_signal_handler(signum, lambda: [asyncio.ensure_future(w.shutdown()) for w in workers])

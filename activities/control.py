@@ -16,6 +16,7 @@ applies a control only when its version is newer.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
 
@@ -25,7 +26,8 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from domain.models import BroadcastRequest, Control
 from domain.refs import recipient_workflow_id
-from recipients.importer import read_stored, stored_list_path
+from ledger.store import Ledger
+from recipients.importer import StoredRecipient, read_stored, stored_list_path
 from workflows.recipient import RecipientCascadeWorkflow
 
 BATCH = 50  # updates in flight at once; progress is heartbeated after each batch
@@ -34,21 +36,18 @@ FIRST_BACKOFF = 0.2  # seconds before the second try, doubled before each next o
 
 
 class ControlActivities:
-    def __init__(self, client: Client, data_dir: Path) -> None:
-        self._client, self._data_dir = client, data_dir
+    def __init__(self, client: Client, data_dir: Path, ledger: Ledger | None = None) -> None:
+        self._client, self._data_dir, self._ledger = client, data_dir, ledger
 
     @activity.defn(name="broadcast_control")
     async def broadcast(self, request: BroadcastRequest) -> int:
         """Tell each dispatched recipient of the mailing; returns how many were told (the others are gone)."""
         details = activity.info().heartbeat_details
         position, delivered = (int(details[0]), int(details[1])) if details else (0, 0)
-        path = stored_list_path(self._data_dir, request.mailing_id)
-        if not path.exists():
-            return delivered  # a control that came before the import ended: nobody was started
-        recipients = read_stored(path, start=position)
+        recipients = self._recipients(request.mailing_id, position)
         if request.upto is not None:
             recipients = islice(recipients, max(0, request.upto - position))
-        while batch := list(islice(recipients, BATCH)):
+        while batch := await asyncio.to_thread(_take, recipients, BATCH):
             ids = [recipient_workflow_id(request.mailing_id, recipient.phone) for recipient in batch]
             outcomes = await asyncio.gather(*(self._tell(i, request.control) for i in ids), return_exceptions=True)
             for outcome in outcomes:
@@ -57,6 +56,17 @@ class ControlActivities:
             delivered += sum(outcome is True for outcome in outcomes)
             activity.heartbeat(batch[-1].position + 1, delivered)
         return delivered
+
+    def _recipients(self, mailing_id: str, start: int) -> Iterator[StoredRecipient]:
+        """The stored list from `start`: in the ledger, or in the file of a list imported before it; empty
+        when a control came before the import ended (nobody was started)."""
+        path = stored_list_path(self._data_dir, mailing_id)
+        if self._ledger is None or (path.exists() and not self._ledger.has_list(mailing_id)):
+            yield from read_stored(path, start=start) if path.exists() else ()
+            return
+        while batch := self._ledger.read_list(mailing_id, start, BATCH * 20):
+            yield from batch
+            start = batch[-1].position + 1
 
     async def _tell(self, workflow_id: str, control: Control) -> bool:
         """True when delivered, False when the recipient was never started or has closed."""
@@ -73,3 +83,8 @@ class ControlActivities:
                 if tries == TRIES:
                     raise
             await asyncio.sleep(FIRST_BACKOFF * 2 ** (tries - 1))
+
+
+def _take(recipients: Iterator[StoredRecipient], count: int) -> list[StoredRecipient]:
+    """The next `count` recipients (in a thread: reading the ledger blocks)."""
+    return list(islice(recipients, count))

@@ -24,21 +24,30 @@ from itertools import islice
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 
-from domain.models import DispatchRequest, DispatchResult, RecipientInput
+from domain.models import DispatchRequest, DispatchResult, RecipientInput, ledger_list_mailing
 from domain.refs import recipient_workflow_id
 from domain.status import CascadeStatus
+from ledger.store import Ledger
 from recipients.importer import StoredRecipient, read_stored
 from workflows.recipient import RecipientCascadeWorkflow
 from workflows.search_attributes import CASCADE_STATUS, MAILING_ID
 
 
 class DispatchActivities:
-    def __init__(self, client: Client, task_queue: str, rates: Mapping[str, float], default_rate: float) -> None:
+    def __init__(
+        self,
+        client: Client,
+        task_queue: str,
+        rates: Mapping[str, float],
+        default_rate: float,
+        ledger: Ledger | None = None,
+    ) -> None:
         """`rates`: messages per second per provider account (`default_rate` for the others), as the send
-        workers cap their task queues."""
+        workers cap their task queues; `ledger`: where imported lists are."""
         self._client = client
+        self._ledger = ledger
         self._task_queue = task_queue
         self._rates = rates
         self._default_rate = default_rate
@@ -56,7 +65,7 @@ class DispatchActivities:
             rate = self._rates.get(request.plan.provider_for(request.plan.steps[0]), self._default_rate)
             interval, limit = timedelta(seconds=1 / rate), min(limit, max(1, math.ceil(rate)))
         end = request.position + limit
-        recipients = islice(read_stored(request.stored_list, start=result.position), end - result.position)
+        recipients = await self._read(request, result.position, end - result.position)
         await self._paced(request, interval, recipients, result, end)
         return result
 
@@ -80,6 +89,15 @@ class DispatchActivities:
                 result.next_start = slot + interval
             self._advance(result, recipient.position + 1, int(started), int(not started))
         result.exhausted = result.position < end
+
+    async def _read(self, request: DispatchRequest, start: int, count: int) -> Iterator[StoredRecipient]:
+        """The chunk's recipients: from the ledger, or from the file of a list imported before it."""
+        in_ledger = ledger_list_mailing(request.stored_list)
+        if in_ledger is None:
+            return islice(read_stored(request.stored_list, start=start), count)
+        if self._ledger is None:
+            raise ApplicationError("this worker has no ledger to read the list from", non_retryable=False)
+        return iter(await asyncio.to_thread(self._ledger.read_list, in_ledger, start, count))
 
     @staticmethod
     def _advance(result: DispatchResult, position: int, started: int, already: int) -> None:

@@ -1,16 +1,22 @@
-"""The import activity: parse, validate and store a mailing's recipient list."""
+"""The import activity: parse, validate and store a mailing's recipient list.
+
+The file comes from the ledger (the CLI stored it there at launch), so any worker, on any host, can import
+it; the valid recipients and the rejected rows go back to the ledger, where the dispatch reads the list.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from domain.models import ImportReport, ImportRequest
-from recipients.importer import import_recipients
+from domain.models import ImportReport, ImportRequest, ledger_list
+from ledger.store import Ledger
+from recipients.importer import import_recipients, read_rejected_raw, read_stored_rows
 from recipients.reader import RecipientsError
 
 # A heartbeat this often while the thread parses: the workflow's heartbeat timeout (15 s) then notices a dead
@@ -19,8 +25,11 @@ HEARTBEAT_EVERY = 5.0
 
 
 class RecipientActivities:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, ledger: Ledger | None = None) -> None:
+        """`data_dir`: this worker's scratch space; `ledger`: where lists are shared (None: the file named by
+        the spec, on this worker's disk, as before the ledger)."""
         self._data_dir = data_dir
+        self._ledger = ledger
 
     @activity.defn(name="import_recipients")
     async def import_recipients(self, request: ImportRequest) -> ImportReport:
@@ -31,11 +40,24 @@ class RecipientActivities:
         if problems:  # the CLI refuses these too; another client might not
             raise ApplicationError("; ".join(problems), type="SpecError", non_retryable=True)
         try:
-            work = asyncio.ensure_future(
-                asyncio.to_thread(import_recipients, request.spec, self._data_dir, request.mailing_id, now)
-            )
+            work = asyncio.ensure_future(asyncio.to_thread(self._import, request, now))
             while not (await asyncio.wait({work}, timeout=HEARTBEAT_EVERY))[0]:
                 activity.heartbeat()
             return work.result()
         except (RecipientsError, OSError) as exc:
             raise ApplicationError(str(exc), type="RecipientsError", non_retryable=True) from exc
+
+    def _import(self, request: ImportRequest, now: datetime) -> ImportReport:
+        spec, ledger, mailing_id = request.spec, self._ledger, request.mailing_id
+        if ledger is None:
+            return import_recipients(spec, self._data_dir, mailing_id, now)
+        with tempfile.TemporaryDirectory(prefix="kaskad-upload-") as scratch:
+            if spec.recipients is not None and ledger.has_upload(mailing_id):
+                local = Path(scratch) / spec.recipients.name
+                ledger.read_upload(mailing_id, local)
+                spec = spec.model_copy(update={"recipients": local})
+            report = import_recipients(spec, self._data_dir, mailing_id, now)
+        assert report.stored_list is not None and report.rejected_file is not None
+        rejected = read_rejected_raw(report.rejected_file.parent)
+        ledger.record_import(mailing_id, report, read_stored_rows(report.stored_list), rejected)
+        return report.model_copy(update={"stored_list": ledger_list(mailing_id)})

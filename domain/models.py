@@ -43,8 +43,24 @@ class ImportReport(BaseModel):
     invalid_by_reason: dict[str, int] = Field(default_factory=dict)
     rejected_sample: list[RejectedRow] = Field(default_factory=list)
     zone_fallback: int = 0  # subscribers whose zones share no allowed window: the fallback zone is used
+    # Where the imported list is: `ledger:<mailing id>` (every worker reads it from the ledger), or a file
+    # path for lists imported before the ledger existed.
     stored_list: Path | None = None
     rejected_file: Path | None = None
+
+
+LEDGER_LIST = "ledger:"
+
+
+def ledger_list(mailing_id: str) -> Path:
+    """The stored-list reference of a list kept in the ledger."""
+    return Path(LEDGER_LIST + mailing_id)
+
+
+def ledger_list_mailing(stored_list: Path) -> str | None:
+    """The mailing whose ledger list `stored_list` names, or None when it is a file of an older import."""
+    text = str(stored_list)
+    return text.removeprefix(LEDGER_LIST) if text.startswith(LEDGER_LIST) else None
 
 
 class DispatchRequest(BaseModel):
@@ -281,3 +297,25 @@ class MailingResume(BaseModel):
     end_reached: bool = False
     control: Control = Field(default_factory=Control)
     broadcast: int = 0
+
+
+# --- ledger records (local activities of the workflows; see activities/ledger.py) --------------------------
+
+
+class RecipientRecord(BaseModel):
+    """A recipient workflow's final state, as it closes."""
+
+    state: RecipientState
+    accounts: list[str]  # the provider account of each step
+    closed_at: datetime
+
+
+class MailingStatusRecord(BaseModel):
+    mailing_id: str
+    status: str
+    at: datetime
+
+
+class MailingFinalRecord(BaseModel):
+    summary: MailingSummary
+    dispatched: int

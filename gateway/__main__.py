@@ -7,6 +7,7 @@ import asyncio
 import httpx
 
 from gateway.app import create_gateway
+from ledger.store import Ledger
 from providers.accounts import AccountError
 from providers.registry import build_registry
 from runtime.logs import configure_logging
@@ -20,7 +21,7 @@ async def main() -> None:
     settings.webhook_key()  # before anything connects: no secret, no gateway
     client = await connect(settings, lazy=True)
     async with httpx.AsyncClient() as http:
-        app = create_gateway(client, build_registry(settings, http))
+        app = create_gateway(client, build_registry(settings, http), Ledger(settings.ledger_url))
         await serve(app, settings.gateway_host, settings.gateway_port)
 
 

@@ -1,22 +1,29 @@
 """HTTP routes `POST /webhooks/{provider}`.
 
-Answers: 2xx when the report is recorded or cannot ever be (unknown reference, finished workflow — the
-provider should stop retrying); 401 bad signature; 400 malformed; 413 too large; 503 while Temporal is
-unavailable, so the provider retries later.
+Answers: 2xx when the report is recorded or cannot ever be (unknown reference — the provider should stop
+retrying); 401 bad signature; 400 malformed; 413 too large; 503 while Temporal or the ledger is unavailable,
+so the provider retries later.
+
+Every report kaskad issued the reference for is written to the ledger after its workflow was signalled —
+also when that workflow has closed (a late report): the ledger's figures count it, the workflow's cannot.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
+from datetime import UTC, datetime
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from domain.models import ERROR_MAX, MESSAGE_ID_MAX, DeliveryReport
 from domain.refs import ClientRef
+from ledger.store import Change, Ledger
 from providers.base import ParsedReport, ProviderAdapter, WebhookRejected, WebhookRequest
 from workflows.recipient import RecipientCascadeWorkflow
 
@@ -26,7 +33,8 @@ MAX_BODY_BYTES = 1_000_000
 _GONE = (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION)
 
 
-def create_gateway(client: Client, providers: Mapping[str, ProviderAdapter]) -> FastAPI:
+def create_gateway(client: Client, providers: Mapping[str, ProviderAdapter], ledger: Ledger | None = None) -> FastAPI:
+    """`ledger`: where every report is recorded (None only in tests of the HTTP surface)."""
     app = FastAPI(title="kaskad webhook gateway")
 
     @app.post("/webhooks/{provider}")
@@ -45,9 +53,12 @@ def create_gateway(client: Client, providers: Mapping[str, ProviderAdapter]) -> 
         recorded = 0
         for report in reports:
             try:
-                recorded += await _signal(client, report, provider)
+                recorded += await _signal(client, report, provider, ledger)
             except (RPCError, RuntimeError) as exc:  # RuntimeError: a lazy client that cannot connect
                 log.error("Temporal unavailable for a %s report: %s", provider, type(exc).__name__)
+                return JSONResponse({"error": "temporarily unavailable"}, status_code=503)
+            except SQLAlchemyError as exc:
+                log.error("the ledger is unavailable for a %s report: %s", provider, type(exc).__name__)
                 return JSONResponse({"error": "temporarily unavailable"}, status_code=503)
         return JSONResponse({"received": len(reports), "recorded": recorded})
 
@@ -102,7 +113,7 @@ async def _read_limited(request: Request) -> bytes | None:
     return b"".join(chunks)
 
 
-async def _signal(client: Client, report: ParsedReport, account: str) -> int:
+async def _signal(client: Client, report: ParsedReport, account: str, ledger: Ledger | None) -> int:
     """Signal the recipient workflow; 1 if it took the report, 0 if there is no such running workflow.
 
     `account` is the provider account whose webhook URL the report came to: the recipient applies it only to
@@ -117,16 +128,20 @@ async def _signal(client: Client, report: ParsedReport, account: str) -> int:
     signal = DeliveryReport(
         step=ref.step, status=report.status, message_id=report.message_id, error=error, at=report.at, account=account
     )
+    late = False
     try:
         await handle.signal(RecipientCascadeWorkflow.report, signal)
     except RPCError as exc:
         if exc.status not in _GONE:
             raise
+        late = True
         log.info(
-            "late %s report for step %d of a finished or unknown workflow (mailing %s) acknowledged",
+            "late %s report for step %d of a finished or unknown workflow (mailing %s): recorded in the ledger",
             report.status.value,
             ref.step + 1,
             ref.mailing_id,
         )
-        return 0
-    return 1
+    if ledger is not None:
+        change = Change(report.status, report.at or datetime.now(UTC), error, report.message_id)
+        await asyncio.to_thread(ledger.record_report, ref, account, change, reported_at=report.at, late=late)
+    return 0 if late else 1

@@ -226,6 +226,11 @@ class Ledger:
                 )
             )
 
+    def has_list(self, mailing_id: str) -> bool:
+        with self.reading() as conn:
+            query = select(list_entries.c.position).where(list_entries.c.mailing_id == mailing_id).limit(1)
+            return conn.execute(query).first() is not None
+
     def read_list(self, mailing_id: str, start: int, limit: int) -> list[StoredRecipient]:
         with self.reading() as conn:
             rows = conn.execute(
@@ -306,11 +311,17 @@ class Ledger:
                 .values(values)
             )
 
-    def record_report(self, ref: ClientRef, account: str, change: Change, received_at: datetime, *, late: bool) -> bool:
-        """A provider's report, whatever became of its workflow. False when the same report was recorded before."""
+    def record_report(
+        self, ref: ClientRef, account: str, report: Change, *, reported_at: datetime | None, late: bool
+    ) -> bool:
+        """A provider's report, whatever became of its workflow. False when the same report was recorded before.
+
+        `report.at` is when the status applies (the provider's time, or the gateway's when it gave none);
+        `reported_at` is the provider's own time, None when it gave none: the same report sent again is known
+        by its content, not by when it came."""
         key = hashlib.sha256(
             json.dumps(
-                [str(ref), account, change.status.value, change.message_id, change.error, _iso(change.at)]
+                [str(ref), account, report.status.value, report.message_id, report.error, _iso(reported_at)]
             ).encode()
         ).hexdigest()
         with self._write.begin() as conn:
@@ -320,11 +331,11 @@ class Ledger:
                     key=key,
                     client_ref=str(ref),
                     account=account,
-                    status=change.status.value,
-                    message_id=change.message_id,
-                    error=change.error,
-                    at=change.at,
-                    received_at=received_at,
+                    status=report.status.value,
+                    message_id=report.message_id,
+                    error=report.error,
+                    at=reported_at,
+                    received_at=_now(),
                     late=late,
                 )
                 .returning(reports.c.id)
@@ -334,7 +345,7 @@ class Ledger:
             owner = conn.execute(select(messages.c.account).where(messages.c.client_ref == str(ref))).scalar()
             if owner is not None and owner != account:
                 return True  # recorded as received, but it does not change a message another account carried
-            self._merge(conn, ref, {"account": account}, change)
+            self._merge(conn, ref, {"account": account}, report)
             return True
 
     def _merge(self, conn: Connection, ref: ClientRef, fields: dict[str, Any], *changes: Change) -> None:

@@ -198,6 +198,9 @@ def _cut(text: str) -> str:
     return text if len(text) <= SAMPLE_CHARS else text[:SAMPLE_CHARS] + "…"
 
 
+REJECTED_RAW = "rejected.jsonl"  # the rejected rows unneutralised, for the ledger
+
+
 def stored_list_path(data_dir: Path, mailing_id: str) -> Path:
     return data_dir / "mailings" / mailing_id / "recipients.jsonl"
 
@@ -212,13 +215,22 @@ def import_recipients(spec: MailingSpec, data_dir: Path, mailing_id: str, now: d
     folder = stored_list_path(data_dir, mailing_id).parent
     folder.mkdir(parents=True, exist_ok=True)
     stored, rejected_file = folder / "recipients.jsonl", folder / "rejected.csv"
-    with _atomic(stored) as valid_file, rejected_writer(rejected_file) as rejected_out:
+    rejected_raw = folder / REJECTED_RAW
+    with (
+        _atomic(stored) as valid_file,
+        rejected_writer(rejected_file) as rejected_out,
+        _atomic(rejected_raw) as raw_file,
+    ):
 
         def store(row: int, phone: str, variables: dict[str, str], zones: list[str] | None) -> None:
             item = {"row": row, "phone": phone, "vars": variables} | ({"zones": zones} if zones else {})
             valid_file.write(json.dumps(item, ensure_ascii=False) + "\n")
 
-        report = validate_rows(table, ListRules.of(spec, now or datetime.now(UTC)), rejected_out, store)
+        def reject(row: int, value: str, reason: str) -> None:
+            rejected_out(row, value, reason)
+            raw_file.write(json.dumps([row, value, reason], ensure_ascii=False) + "\n")
+
+        report = validate_rows(table, ListRules.of(spec, now or datetime.now(UTC)), reject, store)
     return report.model_copy(update={"stored_list": stored, "rejected_file": rejected_file})
 
 
@@ -274,6 +286,22 @@ def read_stored(path: Path, start: int = 0) -> Iterator[StoredRecipient]:
         for position, line in enumerate(itertools.islice(lines, start, None), start=start):
             item = json.loads(line)
             yield StoredRecipient(position, item["phone"], item["vars"], item.get("zones"))
+
+
+def read_stored_rows(path: Path) -> Iterator[tuple[int, StoredRecipient]]:
+    """Every stored recipient with the row of the file it came from."""
+    with path.open(encoding="utf-8") as lines:
+        for position, line in enumerate(lines):
+            item = json.loads(line)
+            yield item["row"], StoredRecipient(position, item["phone"], item["vars"], item.get("zones"))
+
+
+def read_rejected_raw(folder: Path) -> Iterator[tuple[int, str, str]]:
+    """The rejected rows (row, value, reason) as they were: for the ledger, which neutralises on export."""
+    with (folder / REJECTED_RAW).open(encoding="utf-8") as lines:
+        for line in lines:
+            row, value, reason = json.loads(line)
+            yield int(row), str(value), str(reason)
 
 
 @contextmanager

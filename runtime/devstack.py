@@ -1,5 +1,5 @@
-"""The embedded stack: Temporal dev server (SQLite, WAL), sandbox provider, webhook gateway and a worker,
-all started by one command on one machine and stopped together."""
+"""The embedded stack: Temporal dev server (SQLite, WAL), sandbox provider, webhook gateway, a worker and the
+ledger (a SQLite file in the data folder), all started by one command on one machine and stopped together."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from gateway.app import create_gateway
+from ledger.store import Ledger
 from providers.registry import build_registry
 from runtime.servers import free_port, running
 from runtime.settings import Settings
@@ -40,6 +41,7 @@ class StackError(RuntimeError):
 class Stack:
     client: Client
     settings: Settings
+    ledger: Ledger | None
 
 
 def temporal_binary() -> str:
@@ -114,17 +116,22 @@ def private_settings(folder: Path, task_queue: str, **overrides: Any) -> Setting
 
 
 @asynccontextmanager
-async def embedded_stack(settings: Settings, *, ui: bool = True) -> AsyncIterator[Stack]:
+async def embedded_stack(settings: Settings, *, ui: bool = True, record: bool = True) -> AsyncIterator[Stack]:
     """Everything `starter.py dev` runs; leaving the block stops it all. Without KASKAD_WEBHOOK_SECRET it
-    uses a random secret (in `Stack.settings`)."""
+    uses a random secret (in `Stack.settings`). `record=False` runs without the ledger (benchmarks)."""
     settings = with_dev_secret(settings)
-    async with temporal_dev_server(settings, ui=ui) as env, httpx.AsyncClient(timeout=10) as http:
-        sandbox = create_app(SandboxConfig(settings.webhook_key(), settings.sandbox_report_delay))
-        providers = build_registry(settings, http)  # one set of adapters for the gateway and the workers
-        gateway = create_gateway(env.client, providers)
-        async with (
-            running(sandbox, settings.sandbox_host, settings.sandbox_port),
-            running(gateway, settings.gateway_host, settings.gateway_port),
-            running_workers(env.client, settings, providers),
-        ):
-            yield Stack(env.client, settings)
+    ledger = Ledger(settings.ledger_url) if record else None
+    try:
+        async with temporal_dev_server(settings, ui=ui) as env, httpx.AsyncClient(timeout=10) as http:
+            sandbox = create_app(SandboxConfig(settings.webhook_key(), settings.sandbox_report_delay))
+            providers = build_registry(settings, http)  # one set of adapters for the gateway and the workers
+            gateway = create_gateway(env.client, providers, ledger)
+            async with (
+                running(sandbox, settings.sandbox_host, settings.sandbox_port),
+                running(gateway, settings.gateway_host, settings.gateway_port),
+                running_workers(env.client, settings, providers, ledger),
+            ):
+                yield Stack(env.client, settings, ledger)
+    finally:
+        if ledger is not None:
+            ledger.close()

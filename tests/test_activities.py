@@ -143,7 +143,8 @@ async def test_a_mailing_started_without_a_valid_number_is_aborted_with_the_reas
 ) -> None:
     """Another client may skip the CLI's check: the mailing workflow refuses too."""
     spec = load_spec(write_spec(tmp_path, "delivered", ["12345", "not a phone"]))
-    handle = await start_mailing(stack.client, stack.settings, spec, f"empty-{uuid.uuid4().hex[:6]}")
+    assert stack.ledger is not None
+    handle = await start_mailing(stack.client, stack.settings, stack.ledger, spec, f"empty-{uuid.uuid4().hex[:6]}")
     summary = await handle.result()
     assert summary.status == "aborted" and summary.error == "the recipients hold no valid number"
     assert summary.recipients == {"total": 2, "valid": 0, "invalid": 2, "duplicates": 0}
@@ -152,7 +153,7 @@ async def test_a_mailing_started_without_a_valid_number_is_aborted_with_the_reas
 async def test_each_provider_sends_through_its_own_rate_capped_task_queue(stack: Stack) -> None:
     settings = stack.settings.model_copy(update={"task_queue": "wiring", "provider_rates": {"sandbox": 7.5}})
     async with httpx.AsyncClient() as http:
-        workers = build_workers(stack.client, settings, build_registry(settings, http))
+        workers = build_workers(stack.client, settings, build_registry(settings, http), stack.ledger)
     by_queue = {worker.task_queue: worker.config() for worker in workers}
     assert set(by_queue) == {"wiring", "wiring-send-sandbox"}
     assert by_queue["wiring-send-sandbox"].get("max_task_queue_activities_per_second") == 7.5

@@ -129,7 +129,8 @@ async def test_a_mailing_logs_no_unmasked_number(
         '[[steps]]\nchannel = "sms"\nsender = "Shop"\ntext = "Hi"\nwait = "5s"\nexpect = "delivered"\n',
         encoding="utf-8",
     )
-    handle = await start_mailing(stack.client, stack.settings, checked_spec(spec), mailing_id)
+    assert stack.ledger is not None
+    handle = await start_mailing(stack.client, stack.settings, stack.ledger, checked_spec(spec), mailing_id)
     secret = stack.settings.webhook_secret
     assert secret is not None
     webhook = f"{stack.settings.webhook_base_url}/webhooks/sandbox"

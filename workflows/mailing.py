@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -18,6 +18,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from activities.control import ControlActivities
     from activities.dispatch import DispatchActivities
+    from activities.ledger import RECORD_GIVE_UP, RECORD_RETRY, RECORD_TIMEOUT, LedgerActivities
     from activities.progress import ProgressActivities
     from activities.recipients import RecipientActivities
     from activities.schedule import next_send_window
@@ -27,8 +28,10 @@ with workflow.unsafe.imports_passed_through():
         DispatchRequest,
         ImportReport,
         ImportRequest,
+        MailingFinalRecord,
         MailingInput,
         MailingResume,
+        MailingStatusRecord,
         MailingSummary,
         ProgressRequest,
         WindowRequest,
@@ -67,6 +70,8 @@ PATCH_ACKNOWLEDGED = "control-acknowledged"
 PATCH_CONTROL_BEFORE_CHUNK = "control-before-chunk"
 # A mailing paused past its end date ends at the end date; before, it waited for a resume forever.
 PATCH_END_WHILE_PAUSED = "end-while-paused"
+# Issue 11: every status change, and the final summary, is written to the ledger (local activities).
+PATCH_LEDGER = "issue-11-ledger"
 
 
 class MailingStatus(StrEnum):
@@ -97,6 +102,7 @@ class MailingWorkflow:
         self._error: str | None = None
         self._finished_at: datetime | None = None
         self._dispatching = False
+        self._record = workflow.patched(PATCH_LEDGER)
 
     # --- lifecycle updates (python starter.py pause|resume|cancel) -------------------------------------------
 
@@ -198,6 +204,7 @@ class MailingWorkflow:
     async def run(self, input: MailingInput) -> MailingSummary:
         self._publish_status()
         broadcaster = asyncio.create_task(self._broadcast_controls())
+        recorder = asyncio.create_task(self._record_statuses()) if self._record else None
         try:
             if input.resume is None:
                 await self._import(input)
@@ -216,6 +223,12 @@ class MailingWorkflow:
         broadcaster.cancel()
         self._finished_at = workflow.now()
         self._publish_status()
+        if recorder is not None:
+            recorder.cancel()
+            await self._record_in_ledger(
+                LedgerActivities.record_mailing_final,
+                MailingFinalRecord(summary=self.summary(), dispatched=self._r.position),
+            )
         return self.summary()
 
     async def _import(self, input: MailingInput) -> None:
@@ -396,6 +409,31 @@ class MailingWorkflow:
                 retry_policy=RETRY,
             )
             r.broadcast = control.version
+
+    async def _record_statuses(self) -> None:
+        """Write each status the mailing enters to the ledger, with its time (the final one: at the end)."""
+        recorded = self.status.value  # `new` was recorded at launch; after a continue-as-new, before it
+
+        def changed() -> bool:
+            return self.status.value != recorded and self.status not in FINISHED
+
+        while True:
+            await workflow.wait_condition(changed)
+            recorded = self.status.value
+            record = MailingStatusRecord(mailing_id=self._input.mailing_id, status=recorded, at=workflow.now())
+            await self._record_in_ledger(LedgerActivities.record_mailing_status, record)
+
+    async def _record_in_ledger(self, write: Callable[..., Awaitable[None]], record: object) -> None:
+        try:
+            await workflow.execute_local_activity_method(
+                write,
+                record,
+                start_to_close_timeout=RECORD_TIMEOUT,
+                schedule_to_close_timeout=RECORD_GIVE_UP,
+                retry_policy=RECORD_RETRY,
+            )
+        except ActivityError as error:
+            workflow.logger.warning("the ledger did not take the mailing's record: %s", error.cause or error)
 
     async def _hold(self, limit: timedelta, until: Callable[[], bool] | None = None) -> None:
         """A durable timer that a pause, resume or cancel (or `until()`) interrupts."""

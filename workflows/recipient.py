@@ -15,6 +15,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.ledger import RECORD_GIVE_UP, RECORD_RETRY, RECORD_TIMEOUT, LedgerActivities
     from activities.schedule import next_send_window
     from activities.send import (
         END_DATE_REACHED,
@@ -27,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
         Control,
         DeliveryReport,
         RecipientInput,
+        RecipientRecord,
         RecipientState,
         SendProgress,
         SendRequest,
@@ -48,6 +50,8 @@ with workflow.unsafe.imports_passed_through():
 SAFE_SENDS = "issue-9-safe-sends"
 # Issue 10: a report from an account that did not send its step changes nothing.
 REPORT_ACCOUNTS = "issue-10-report-accounts"
+# Issue 11: as it closes, the recipient writes its final state to the ledger (one local activity).
+LEDGER_RECORD = "issue-11-ledger"
 
 # Outage retries happen inside the send activity (see activities/send.py), so Temporal runs it once; its
 # start-to-close only has to outlast the activity's own give-up.
@@ -96,6 +100,7 @@ class RecipientCascadeWorkflow:
         self._zones = input.zones or input.plan.schedule.default_zones
         self._safe_sends = workflow.patched(SAFE_SENDS)
         self._check_accounts = workflow.patched(REPORT_ACCOUNTS)
+        self._record = workflow.patched(LEDGER_RECORD)
         self._accounts = [input.plan.provider_for(step) for step in input.plan.steps]  # who sends each step
         self._attempted: set[int] = set()  # steps whose send was started
         self._sending = False  # a send activity is outstanding
@@ -185,7 +190,23 @@ class RecipientCascadeWorkflow:
         # Stay open a while so that late reports of earlier steps are recorded, not lost.
         await self._wait(lambda: all(s.settled for s in self._state.steps), input.plan.late_reports)
         self._publish()
+        if self._record:
+            await self._record_in_ledger()
         return self._state
+
+    async def _record_in_ledger(self) -> None:
+        """The final state goes to the ledger; reports that come later go there through the gateway."""
+        record = RecipientRecord(state=self._state, accounts=self._accounts, closed_at=workflow.now())
+        try:
+            await workflow.execute_local_activity_method(
+                LedgerActivities.record_recipient,
+                record,
+                start_to_close_timeout=RECORD_TIMEOUT,
+                schedule_to_close_timeout=RECORD_GIVE_UP,
+                retry_policy=RECORD_RETRY,
+            )
+        except ActivityError as error:
+            workflow.logger.warning("the ledger did not take this recipient's record: %s", error.cause or error)
 
     async def _hand_over(self, index: int, input: RecipientInput) -> str | None:
         """Send step `index` once allowed: None when it was handed over (or refused by the provider, or an
