@@ -60,7 +60,6 @@ def build_workers(
     """
     rates = provider_rates(settings)
     send = SendActivities(providers, ledger).send
-    records = LedgerActivities(ledger)
     main = Worker(
         client,
         task_queue=settings.task_queue,
@@ -72,9 +71,7 @@ def build_workers(
             ProgressActivities(client).await_progress,
             ControlActivities(client, settings.data_dir, ledger).broadcast,
             next_send_window,
-            records.record_recipient,
-            records.record_mailing_status,
-            records.record_mailing_final,
+            *LedgerActivities(ledger).all(),
         ],
     )
     senders = [

@@ -7,6 +7,7 @@ cascade with and without it) they do nothing.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from temporalio import activity
@@ -25,6 +26,10 @@ RECORD_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interv
 class LedgerActivities:
     def __init__(self, ledger: Ledger | None) -> None:
         self._ledger = ledger
+
+    def all(self) -> list[Callable[..., Awaitable[None]]]:
+        """Every record activity, for a worker's `activities` (the workflows need them registered)."""
+        return [self.record_recipient, self.record_mailing_status, self.record_mailing_final]
 
     @activity.defn(name="record_recipient")
     async def record_recipient(self, record: RecipientRecord) -> None:

@@ -18,6 +18,7 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from activities.ledger import LedgerActivities
 from activities.schedule import next_send_window
 from activities.send import SendActivities
 from domain.models import DeliveryReport, RecipientInput, RecipientState, SendRequest, SendResult
@@ -129,7 +130,12 @@ class CascadeRunner:
     async def running(self) -> AsyncIterator[CascadeRunner]:
         client = self.env.client
         async with (
-            Worker(client, task_queue=self.queue, workflows=[RecipientCascadeWorkflow], activities=[next_send_window]),
+            Worker(
+                client,
+                task_queue=self.queue,
+                workflows=[RecipientCascadeWorkflow],
+                activities=[next_send_window, *LedgerActivities(None).all()],
+            ),
             Worker(
                 client,
                 task_queue=send_task_queue(self.queue, "sandbox"),

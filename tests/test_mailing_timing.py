@@ -24,6 +24,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.dispatch import DispatchActivities
+from activities.ledger import LedgerActivities
 from activities.recipients import RecipientActivities
 from activities.schedule import next_send_window
 from activities.send import SendActivities
@@ -109,6 +110,7 @@ async def mailing_worker(
                 lookups.await_progress,
                 lookups.broadcast,
                 next_send_window,
+                *LedgerActivities(None).all(),
             ],
         ),
         Worker(

@@ -28,6 +28,7 @@ from temporalio.worker import Worker
 
 from activities.control import ControlActivities
 from activities.dispatch import DispatchActivities
+from activities.ledger import LedgerActivities
 from activities.progress import ProgressActivities
 from activities.recipients import RecipientActivities
 from activities.schedule import next_send_window
@@ -220,6 +221,7 @@ async def _mailing_workers(client: Client, data_dir: Path, *, direct: bool) -> A
                 RecipientActivities(data_dir).import_recipients,
                 DispatchActivities(client, queue, {}, 100.0).dispatch,
                 next_send_window,
+                *LedgerActivities(None).all(),
                 *visibility,
             ],
         ),
