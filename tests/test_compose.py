@@ -29,9 +29,11 @@ EXPECTED_SERVICES = {
     "temporal",
     "temporal-setup",
     "temporal-ui",
+    "ledger-setup",
     "worker",
     "gateway",
     "sandbox",
+    "cli",
 }
 # kaskad's custom search attributes and their Temporal types.
 EXPECTED_SEARCH_ATTRIBUTES = {
@@ -47,6 +49,7 @@ KNOWN_VARIABLES = {
     "KASKAD_WEBHOOK_SECRET",
     "KASKAD_GATEWAY_PUBLIC_URL",
     "KASKAD_TEMPORAL_ADDRESS",
+    "KASKAD_TEMPORAL_UI_URL",
 }
 REQUIRED_VARIABLES = {"POSTGRES_PASSWORD", "KASKAD_WEBHOOK_SECRET"}
 # Values for the required variables when resolving the file in tests.
@@ -137,11 +140,13 @@ def env_value(service: dict[str, Any], key: str) -> str:
 
 
 def command_argv(service: dict[str, Any]) -> list[str]:
+    """What the container runs: its entrypoint (when the file sets one) followed by its command."""
     command = service.get("command")
     if isinstance(command, str):
-        return shlex.split(command)
+        command = shlex.split(command)
     assert isinstance(command, list), f"no command: {service}"
-    return [str(arg) for arg in command]
+    entrypoint = service.get("entrypoint") or []
+    return [str(arg) for arg in [*entrypoint, *command]]
 
 
 def container_ports(service: dict[str, Any]) -> dict[int, int]:
@@ -196,10 +201,11 @@ def test_expected_services_exist(services: dict[str, dict[str, Any]]) -> None:
     assert set(services) >= EXPECTED_SERVICES, f"missing: {EXPECTED_SERVICES - set(services)}"
 
 
-def test_only_the_sandbox_is_behind_a_profile(services: dict[str, dict[str, Any]]) -> None:
+def test_only_the_sandbox_and_the_cli_are_behind_a_profile(services: dict[str, dict[str, Any]]) -> None:
     assert services["sandbox"].get("profiles") == ["sandbox"]
+    assert services["cli"].get("profiles") == ["cli"]  # run on demand: `docker compose run --rm cli …`
     profiled = {name for name, service in services.items() if service.get("profiles")}
-    assert profiled == {"sandbox"}
+    assert profiled == {"sandbox", "cli"}
 
 
 def test_variables_are_known_and_shell_dollars_escaped() -> None:
@@ -216,7 +222,7 @@ def test_required_secrets_have_no_default(missing: str) -> None:
         interpolate(load_raw(), env)
 
 
-BUILT_SERVICES = ["worker", "gateway", "sandbox"]
+BUILT_SERVICES = ["worker", "gateway", "sandbox", "cli"]
 
 
 def test_kaskad_services_are_built_from_this_repo(services: dict[str, dict[str, Any]]) -> None:
@@ -290,6 +296,18 @@ def test_startup_order(services: dict[str, dict[str, Any]]) -> None:
     assert depends_on("temporal") == {"postgresql": "service_healthy"}
     for name in ("worker", "gateway"):
         assert depends_on(name).get("temporal-setup") == "service_completed_successfully", name
+    for name in ("worker", "gateway", "cli"):
+        assert depends_on(name).get("ledger-setup") == "service_completed_successfully", name
+    assert depends_on("ledger-setup") == {"postgresql": "service_healthy"}
+
+
+def test_the_ledger_is_its_own_database_on_the_bundled_postgresql(services: dict[str, dict[str, Any]]) -> None:
+    """Worker, gateway and CLI share one ledger URL: the database `ledger-setup` creates, on `postgresql`."""
+    urls = {name: env_value(services[name], "KASKAD_DATABASE_URL") for name in ("worker", "gateway", "cli")}
+    assert len(set(urls.values())) == 1, urls
+    url = urls["worker"]
+    assert url.startswith("postgresql://temporal:") and url.endswith("@postgresql:5432/kaskad")
+    assert "CREATE DATABASE kaskad" in str(services["ledger-setup"]["command"])
 
 
 def test_images_are_pinned(services: dict[str, dict[str, Any]]) -> None:

@@ -204,7 +204,7 @@ class MailingWorkflow:
     async def run(self, input: MailingInput) -> MailingSummary:
         self._publish_status()
         broadcaster = asyncio.create_task(self._broadcast_controls())
-        recorder = asyncio.create_task(self._record_statuses()) if self._record else None
+        recorder = asyncio.create_task(self._record_statuses(self.status.value)) if self._record else None
         try:
             if input.resume is None:
                 await self._import(input)
@@ -410,9 +410,9 @@ class MailingWorkflow:
             )
             r.broadcast = control.version
 
-    async def _record_statuses(self) -> None:
-        """Write each status the mailing enters to the ledger, with its time (the final one: at the end)."""
-        recorded = self.status.value  # `new` was recorded at launch; after a continue-as-new, before it
+    async def _record_statuses(self, recorded: str) -> None:
+        """Write each status the mailing enters after `recorded` to the ledger, with its time (the final one:
+        at the end). `new` was recorded at launch; after a continue-as-new, the status was recorded before."""
 
         def changed() -> bool:
             return self.status.value != recorded and self.status not in FINISHED
