@@ -341,7 +341,11 @@ def test_import_is_repeatable(tmp_path: Path, mixed_list: Path) -> None:
     assert second == first
     assert first.stored_list.read_text(encoding="utf-8") == stored
     assert first.rejected_file.read_text(encoding="utf-8") == rejected
-    assert sorted(p.name for p in first.stored_list.parent.iterdir()) == ["recipients.jsonl", "rejected.csv"]
+    assert sorted(p.name for p in first.stored_list.parent.iterdir()) == [
+        "recipients.jsonl",
+        "rejected.csv",
+        "rejected.jsonl",
+    ]
 
 
 def test_open_source_names_the_step_and_the_unknown_variable(tmp_path: Path) -> None:
