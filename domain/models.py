@@ -297,6 +297,7 @@ class MailingResume(BaseModel):
     end_reached: bool = False
     control: Control = Field(default_factory=Control)
     broadcast: int = 0
+    recorded_status: str | None = None  # the last status written to the ledger
 
 
 # --- ledger records (local activities of the workflows; see activities/ledger.py) --------------------------

@@ -204,7 +204,9 @@ class MailingWorkflow:
     async def run(self, input: MailingInput) -> MailingSummary:
         self._publish_status()
         broadcaster = asyncio.create_task(self._broadcast_controls())
-        recorder = asyncio.create_task(self._record_statuses(self.status.value)) if self._record else None
+        recorder = None
+        if self._record:
+            recorder = asyncio.create_task(self._record_statuses(self._r.recorded_status or self.status.value))
         try:
             if input.resume is None:
                 await self._import(input)
@@ -422,6 +424,7 @@ class MailingWorkflow:
             recorded = self.status.value
             record = MailingStatusRecord(mailing_id=self._input.mailing_id, status=recorded, at=workflow.now())
             await self._record_in_ledger(LedgerActivities.record_mailing_status, record)
+            self._r.recorded_status = recorded  # carried over a continue-as-new that cuts a write short
 
     async def _record_in_ledger(self, write: Callable[..., Awaitable[None]], record: object) -> None:
         try:
