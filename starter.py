@@ -111,14 +111,28 @@ async def start_mailing(
     if not MAILING_ID_PATTERN.match(mailing_id):
         raise CliError(f"--id {mailing_id!r}: use lowercase letters, digits and '-' (up to 48)")
     try:
-        await asyncio.to_thread(ledger.create_mailing, mailing_id, spec, datetime.now(UTC), spec.recipients)
+        await ledger.run(ledger.create_mailing, mailing_id, spec, datetime.now(UTC), spec.recipients)
     except LedgerError as exc:
         raise CliError(str(exc)) from exc
+    except SQLAlchemyError as exc:
+        raise CliError(f"cannot record mailing {mailing_id} in the ledger: {type(exc).__name__}") from exc
     try:
         return await _start_workflow(client, settings, spec, mailing_id)
     except BaseException:
-        await asyncio.to_thread(ledger.discard_mailing, mailing_id)
+        if not await _workflow_exists(client, mailing_id):  # a start that may have happened keeps its record
+            await ledger.run(ledger.discard_mailing, mailing_id)
         raise
+
+
+async def _workflow_exists(client: Client, mailing_id: str) -> bool:
+    """Whether the mailing's workflow was started; True when Temporal cannot say (keep the record)."""
+    try:
+        await client.get_workflow_handle(mailing_workflow_id(mailing_id)).describe()
+    except RPCError as exc:
+        return exc.status != RPCStatusCode.NOT_FOUND
+    except Exception:
+        return True
+    return True
 
 
 async def _start_workflow(

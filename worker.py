@@ -113,7 +113,10 @@ async def main() -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):  # a deploy stops the worker: drain, do not drop
             loop.add_signal_handler(signum, lambda: [asyncio.ensure_future(w.shutdown()) for w in workers])
-        await asyncio.gather(*(worker.run() for worker in workers))
+        try:
+            await asyncio.gather(*(worker.run() for worker in workers))
+        finally:
+            ledger.close()  # waits for the send records still queued
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ class ControlActivities:
         recipients = self._recipients(request.mailing_id, position)
         if request.upto is not None:
             recipients = islice(recipients, max(0, request.upto - position))
-        while batch := await asyncio.to_thread(_take, recipients, BATCH):
+        while batch := await self._take(recipients):
             ids = [recipient_workflow_id(request.mailing_id, recipient.phone) for recipient in batch]
             outcomes = await asyncio.gather(*(self._tell(i, request.control) for i in ids), return_exceptions=True)
             for outcome in outcomes:
@@ -67,6 +67,12 @@ class ControlActivities:
         while batch := self._ledger.read_list(mailing_id, start, BATCH * 20):
             yield from batch
             start = batch[-1].position + 1
+
+    async def _take(self, recipients: Iterator[StoredRecipient]) -> list[StoredRecipient]:
+        """The next batch (on the ledger's threads: reading it blocks)."""
+        if self._ledger is None:
+            return _take(recipients, BATCH)
+        return await self._ledger.run(_take, recipients, BATCH)
 
     async def _tell(self, workflow_id: str, control: Control) -> bool:
         """True when delivered, False when the recipient was never started or has closed."""

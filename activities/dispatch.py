@@ -97,7 +97,11 @@ class DispatchActivities:
             return islice(read_stored(request.stored_list, start=start), count)
         if self._ledger is None:
             raise ApplicationError("this worker has no ledger to read the list from", non_retryable=False)
-        return iter(await asyncio.to_thread(self._ledger.read_list, in_ledger, start, count))
+        chunk = await self._ledger.run(self._ledger.read_list, in_ledger, start, count)
+        if not chunk and not await self._ledger.run(self._ledger.has_list, in_ledger):
+            # not "the end of the list": this worker's ledger is not the one the list was imported into
+            raise ApplicationError(f"the ledger at this worker holds no list for mailing {in_ledger}")
+        return iter(chunk)
 
     @staticmethod
     def _advance(result: DispatchResult, position: int, started: int, already: int) -> None:

@@ -63,7 +63,6 @@ class SendActivities:
     def __init__(self, providers: Mapping[str, ProviderAdapter], ledger: Ledger | None = None) -> None:
         self._providers = providers
         self._ledger = ledger
-        self._recording: set[asyncio.Task[None]] = set()
 
     @activity.defn(name="send_message")
     async def send(self, request: SendRequest) -> SendResult:
@@ -94,10 +93,10 @@ class SendActivities:
     def _recorded(self, request: SendRequest, result: SendResult) -> SendResult:
         """Write the send to the ledger in the background: the result goes back to the workflow at once, and a
         cancel arriving now cannot lose it. Should the write fail, the recipient's final record fills it in."""
-        if self._ledger is not None:
-            task = asyncio.create_task(asyncio.to_thread(_record_send, self._ledger, request, result, _now()))
-            self._recording.add(task)
-            task.add_done_callback(self._recording.discard)
+        if self._ledger is not None and not self._ledger.run_in_background(
+            _record_send, self._ledger, request, result, _now()
+        ):
+            log.warning("the ledger is behind: a send's record was dropped; the recipient's final record fills it in")
         return result
 
 

@@ -303,12 +303,21 @@ class MailingResume(BaseModel):
 # --- ledger records (local activities of the workflows; see activities/ledger.py) --------------------------
 
 
+class StepSend(BaseModel):
+    """How a step's message was sent, for the ledger's cost figures (the send activity records it too)."""
+
+    sender: str
+    encoding: str | None = None  # SMS only
+    parts: int | None = None  # SMS only
+
+
 class RecipientRecord(BaseModel):
     """A recipient workflow's final state, as it closes."""
 
     state: RecipientState
     accounts: list[str]  # the provider account of each step
     closed_at: datetime
+    sends: list[StepSend | None] = Field(default_factory=list)  # per step; None where nothing was sent
 
 
 class MailingStatusRecord(BaseModel):

@@ -10,14 +10,13 @@ also when that workflow has closed (a late report): the ledger's figures count i
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -57,7 +56,7 @@ def create_gateway(client: Client, providers: Mapping[str, ProviderAdapter], led
             except (RPCError, RuntimeError) as exc:  # RuntimeError: a lazy client that cannot connect
                 log.error("Temporal unavailable for a %s report: %s", provider, type(exc).__name__)
                 return JSONResponse({"error": "temporarily unavailable"}, status_code=503)
-            except SQLAlchemyError as exc:
+            except (OperationalError, InterfaceError) as exc:  # down, locked or timed out: worth a retry
                 log.error("the ledger is unavailable for a %s report: %s", provider, type(exc).__name__)
                 return JSONResponse({"error": "temporarily unavailable"}, status_code=503)
         return JSONResponse({"received": len(reports), "recorded": recorded})
@@ -143,5 +142,10 @@ async def _signal(client: Client, report: ParsedReport, account: str, ledger: Le
         )
     if ledger is not None:
         change = Change(report.status, report.at or datetime.now(UTC), error, report.message_id)
-        await asyncio.to_thread(ledger.record_report, ref, account, change, reported_at=report.at, late=late)
+        try:
+            await ledger.run(ledger.record_report, ref, account, change, reported_at=report.at, late=late)
+        except (OperationalError, InterfaceError):
+            raise
+        except Exception as exc:  # a value the database refuses: a retry would not help, and 5xx means retry
+            log.error("the ledger refused a %s report (%s); acknowledged", account, type(exc).__name__)
     return 0 if late else 1

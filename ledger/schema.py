@@ -134,7 +134,7 @@ messages = Table(
     Column("phone", String(16), nullable=False),
     Column("step", Integer, nullable=False),  # 0-based, as in the client reference
     Column("channel", String(16)),  # unknown only while a report came before its send was recorded
-    Column("account", String(64)),  # the provider account that carried it
+    Column("account", Text),  # the provider account that carried it
     Column("sender", String(64)),
     Column("encoding", String(8)),  # SMS: GSM-7 or UCS-2
     Column("parts", Integer),  # SMS parts billed
@@ -159,12 +159,14 @@ reports = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("key", String(64), nullable=False, unique=True),  # the same report again is not recorded twice
     Column("client_ref", String(80), nullable=False),
-    Column("account", String(64), nullable=False),
+    Column("account", Text, nullable=False),
     Column("status", String(16), nullable=False),
     Column("message_id", String(200)),
     Column("error", Text),
     Column("at", Time),  # the provider's time, when it gives one
     Column("received_at", Time, nullable=False),
     Column("late", Boolean, nullable=False, default=False),  # its workflow had closed: only the ledger has it
+    # from an account that did not send that step: kept as received, changes no message
+    Column("foreign", Boolean, nullable=False, default=False),
 )
 Index("ix_reports_client_ref", reports.c.client_ref)

@@ -1,7 +1,7 @@
 """Writing to the ledger, idempotently: a retried activity, a repeated report or a replayed workflow writes
 the same rows again and changes nothing (statuses only advance, as in the workflows; reports are keyed).
 
-Synchronous SQLAlchemy Core: callers on an event loop run these methods in a thread (`asyncio.to_thread`).
+Synchronous SQLAlchemy Core: callers on an event loop run these methods on the ledger's own threads (`Ledger.run`).
 SQLite (the embedded default) is opened in WAL mode and every writing transaction takes the write lock at
 its start (`BEGIN IMMEDIATE`), so the worker and the gateway, two processes, never deadlock on an upgrade;
 reads never block writes. PostgreSQL serialises the writers of one message by locking its row.
@@ -9,13 +9,17 @@ reads never block writes. PostgreSQL serialises the writers of one message by lo
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
-from collections.abc import Iterable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -23,7 +27,7 @@ from sqlalchemy import Connection, Engine, create_engine, delete, event, func, s
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
-from domain.models import ImportReport, MailingSummary, RecipientState
+from domain.models import ImportReport, MailingSummary, RecipientRecord
 from domain.refs import ClientRef
 from domain.spec import MailingSpec
 from domain.status import MessageStatus, advance
@@ -42,7 +46,16 @@ from recipients.importer import StoredRecipient
 MIGRATIONS = Path(__file__).parent / "migrations"
 UPLOAD_CHUNK = 4 * 1024 * 1024  # an uploaded list is stored in pieces of this size, never held whole
 INSERT_BATCH = 5_000
+# A write waits this long for a lock (SQLite's write lock, a PostgreSQL statement), well inside the 30 s the
+# workflows' record activities allow. Errors say which table, never which values (hide_parameters: the values
+# are phone numbers and names).
+LOCK_WAIT = timedelta(seconds=15)
+THREADS = 4  # the ledger's own threads (see Ledger.run)
+BACKGROUND_MAX = 10_000  # queued background writes beyond which new ones are dropped
 _MIGRATION_LOCK = 7_151_900  # any constant: PostgreSQL's advisory lock that makes one process migrate at a time
+
+
+T = TypeVar("T")
 
 
 class LedgerError(Exception):
@@ -77,17 +90,41 @@ class Ledger:
             path = make_url(self.url).database
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self._write = create_engine(self.url, connect_args={"check_same_thread": False, "timeout": 60})
-            self._read = create_engine(self.url, connect_args={"check_same_thread": False, "timeout": 60})
+            sqlite_args = {"check_same_thread": False, "timeout": LOCK_WAIT.total_seconds()}
+            self._write = create_engine(self.url, connect_args=sqlite_args, hide_parameters=True)
+            self._read = create_engine(self.url, connect_args=sqlite_args, hide_parameters=True)
             _sqlite_pragmas(self._write, immediate=True)
             _sqlite_pragmas(self._read, immediate=False)
         else:
-            self._write = self._read = create_engine(self.url, pool_pre_ping=True)
+            timeouts = {
+                "connect_timeout": 10,
+                "options": f"-c statement_timeout={int(LOCK_WAIT.total_seconds() * 1000)}",
+            }
+            self._write = self._read = create_engine(
+                self.url, pool_pre_ping=True, hide_parameters=True, connect_args=timeouts
+            )
+        self._owners: dict[str, list[str] | None] = {}
+        self._pool = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="ledger")
+        self._background = threading.BoundedSemaphore(BACKGROUND_MAX)  # mailing id → the provider account of each step
         self._migrate()
 
     def close(self) -> None:
+        self._pool.shutdown(wait=True)
         self._write.dispose()
         self._read.dispose()
+
+    async def run(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Call a method of this ledger from an event loop, on the ledger's own threads: a slow database
+        queues its own work, not the loop's default pool (DNS lookups, the import's parsing)."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, partial(method, *args, **kwargs))
+
+    def run_in_background(self, method: Callable[..., object], *args: Any) -> bool:
+        """Queue a write nobody waits for (a send's record); False when BACKGROUND_MAX are queued already —
+        the write is dropped, and the recipient's final record fills it in."""
+        if not self._background.acquire(blocking=False):
+            return False
+        self._pool.submit(method, *args).add_done_callback(lambda _: self._background.release())
+        return True
 
     def _migrate(self) -> None:
         config = Config()
@@ -177,9 +214,10 @@ class Ledger:
             if error is not None:
                 values["error"] = error
             # a late retry of an older status never overwrites a newer one
+            # `new` is stamped by the client's clock, the rest by the workflow's: compare like with like
             latest = (
                 select(func.max(mailing_statuses.c.at))
-                .where(mailing_statuses.c.mailing_id == mailing_id)
+                .where(mailing_statuses.c.mailing_id == mailing_id, mailing_statuses.c.status != "new")
                 .scalar_subquery()
             )
             conn.execute(update(mailings).where(mailings.c.id == mailing_id, latest <= at).values(values))
@@ -274,8 +312,9 @@ class Ledger:
         with self._write.begin() as conn:
             self._merge(conn, ref, fields, *changes)
 
-    def record_recipient(self, state: RecipientState, accounts: list[str], closed_at: datetime) -> None:
+    def record_recipient(self, record: RecipientRecord) -> None:
         """A recipient workflow's final state: its outcome, and every step it decided (timeouts, not sent)."""
+        state, accounts, closed_at = record.state, record.accounts, record.closed_at
         with self._write.begin() as conn:
             for index, step in enumerate(state.steps):
                 if step.status is MessageStatus.PENDING and not step.handed_over:
@@ -287,6 +326,9 @@ class Ledger:
                     "timed_out": step.timed_out,
                     "unconfirmed": step.unconfirmed,
                 }
+                send = record.sends[index] if index < len(record.sends) else None
+                if send is not None:
+                    fields |= {"sender": send.sender, "encoding": send.encoding, "parts": send.parts}
                 changes = [
                     Change(MessageStatus.SENT, step.sent_at, message_id=step.message_id) if step.sent_at else None,
                     Change(MessageStatus.DELIVERED, step.delivered_at) if step.delivered_at else None,
@@ -314,15 +356,21 @@ class Ledger:
     def record_report(
         self, ref: ClientRef, account: str, report: Change, *, reported_at: datetime | None, late: bool
     ) -> bool:
-        """A provider's report, whatever became of its workflow. False when the same report was recorded before.
+        """A provider's report, whatever became of its workflow. False when it is not recorded: the same report
+        came before, or it is about no step of a mailing in the ledger.
 
-        `report.at` is when the status applies (the provider's time, or the gateway's when it gave none);
-        `reported_at` is the provider's own time, None when it gave none: the same report sent again is known
-        by its content, not by when it came."""
+        It changes its message only when `account` is the one the mailing's spec gave that step (as the
+        recipient workflow checks); a report from another account is kept, marked `foreign`, and changes
+        nothing. `report.at` is when the status applies (the provider's time, or the gateway's when it gave
+        none); `reported_at` is the provider's own time, None when it gave none: the same report sent again
+        is known by its content, not by when it came."""
+        owners = self._step_owners(ref.mailing_id)
+        if owners is None or ref.step >= len(owners):
+            return False
+        reported_at = _storable(reported_at)
+        error, message_id = _clean(report.error), _clean(report.message_id)
         key = hashlib.sha256(
-            json.dumps(
-                [str(ref), account, report.status.value, report.message_id, report.error, _iso(reported_at)]
-            ).encode()
+            json.dumps([str(ref), account, report.status.value, message_id, error, _iso(reported_at)]).encode()
         ).hexdigest()
         with self._write.begin() as conn:
             inserted = conn.execute(
@@ -332,21 +380,31 @@ class Ledger:
                     client_ref=str(ref),
                     account=account,
                     status=report.status.value,
-                    message_id=report.message_id,
-                    error=report.error,
+                    message_id=message_id,
+                    error=error,
                     at=reported_at,
                     received_at=_now(),
                     late=late,
+                    foreign=account != owners[ref.step],
                 )
                 .returning(reports.c.id)
             ).first()
             if inserted is None:
                 return False
-            owner = conn.execute(select(messages.c.account).where(messages.c.client_ref == str(ref))).scalar()
-            if owner is not None and owner != account:
-                return True  # recorded as received, but it does not change a message another account carried
-            self._merge(conn, ref, {"account": account}, report)
+            if account == owners[ref.step]:
+                self._merge(conn, ref, {"account": account}, report)
             return True
+
+    def _step_owners(self, mailing_id: str) -> list[str] | None:
+        """The provider account of each step of a mailing, from its spec in the ledger (None: not in it)."""
+        if mailing_id not in self._owners:
+            with self.reading() as conn:
+                text = conn.execute(select(mailings.c.spec).where(mailings.c.id == mailing_id)).scalar()
+            if text is None:
+                return None  # not cached: the mailing may be recorded in a moment
+            plan = MailingSpec.model_validate_json(text).cascade()
+            self._owners[mailing_id] = [plan.provider_for(step) for step in plan.steps]
+        return self._owners[mailing_id]
 
     def _merge(self, conn: Connection, ref: ClientRef, fields: dict[str, Any], *changes: Change) -> None:
         """Apply `changes` to the message's row (created if new): statuses only advance, first times stick,
@@ -370,6 +428,7 @@ class Ledger:
         row = conn.execute(query).mappings().one()
         values: dict[str, Any] = {}
         for name, value in fields.items():
+            value = _clean(value) if isinstance(value, str) else value
             if value is None:
                 continue
             if name in ("timed_out",):
@@ -382,7 +441,9 @@ class Ledger:
         times = {name: row[name] for name in ("sent_at", "delivered_at", "read_at", "failed_at")}
         error = row["error"]
         message_id = row["message_id"]
-        for change in changes:
+        for given in changes:
+            at = _storable(given.at) or now
+            change = Change(given.status, at, _clean(given.error), _clean(given.message_id))
             message_id = message_id or change.message_id
             new = advance(status, change.status)
             if change.status is MessageStatus.SENT:
@@ -411,7 +472,7 @@ def _sqlite_pragmas(engine: Engine, *, immediate: bool) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.execute(f"PRAGMA busy_timeout={int(LOCK_WAIT.total_seconds() * 1000)}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -428,6 +489,22 @@ def _batches(rows: Iterable[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
             batch = []
     if batch:
         yield batch
+
+
+def _clean(text: str | None) -> str | None:
+    """Text as both databases store it: PostgreSQL refuses NUL characters."""
+    return None if text is None else text.replace("\x00", "\ufffd")
+
+
+def _storable(moment: datetime | None) -> datetime | None:
+    """A moment both databases can hold in UTC, or None (a provider's year 1 or 9999 with an offset)."""
+    if moment is None:
+        return None
+    try:
+        moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    except (OverflowError, ValueError):
+        return None
+    return moment if 2000 <= moment.year <= 2200 else None
 
 
 def _iso(moment: datetime | None) -> str | None:

@@ -119,7 +119,7 @@ async def test_every_message_and_outcome_is_recorded_as_the_workflows_decided(st
         ("sms", "undelivered"): 1,
     }
     with ledger.reading() as conn:
-        outcomes = dict(
+        outcomes: dict[str, int] = dict(
             conn.execute(
                 select(recipients.c.status, func.count())
                 .where(recipients.c.mailing_id == finished)

@@ -18,7 +18,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from activities.control import ControlActivities
     from activities.dispatch import DispatchActivities
-    from activities.ledger import RECORD_GIVE_UP, RECORD_RETRY, RECORD_TIMEOUT, LedgerActivities
+    from activities.ledger import MAILING_GIVE_UP, RECORD_RETRY, RECORD_TIMEOUT, LedgerActivities
     from activities.progress import ProgressActivities
     from activities.recipients import RecipientActivities
     from activities.schedule import next_send_window
@@ -70,7 +70,7 @@ PATCH_ACKNOWLEDGED = "control-acknowledged"
 PATCH_CONTROL_BEFORE_CHUNK = "control-before-chunk"
 # A mailing paused past its end date ends at the end date; before, it waited for a resume forever.
 PATCH_END_WHILE_PAUSED = "end-while-paused"
-# Issue 11: every status change, and the final summary, is written to the ledger (local activities).
+# Issue 11: every status change, and the final summary, is written to the ledger (activities).
 PATCH_LEDGER = "issue-11-ledger"
 
 
@@ -428,11 +428,11 @@ class MailingWorkflow:
 
     async def _record_in_ledger(self, write: Callable[..., Awaitable[None]], record: object) -> None:
         try:
-            await workflow.execute_local_activity_method(
+            await workflow.execute_activity_method(
                 write,
                 record,
                 start_to_close_timeout=RECORD_TIMEOUT,
-                schedule_to_close_timeout=RECORD_GIVE_UP,
+                schedule_to_close_timeout=MAILING_GIVE_UP,
                 retry_policy=RECORD_RETRY,
             )
         except ActivityError as error:

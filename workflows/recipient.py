@@ -15,7 +15,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.ledger import RECORD_GIVE_UP, RECORD_RETRY, RECORD_TIMEOUT, LedgerActivities
+    from activities.ledger import RECIPIENT_GIVE_UP, RECORD_RETRY, RECORD_TIMEOUT, LedgerActivities
     from activities.schedule import next_send_window
     from activities.send import (
         END_DATE_REACHED,
@@ -33,12 +33,14 @@ with workflow.unsafe.imports_passed_through():
         SendProgress,
         SendRequest,
         SendResult,
+        StepSend,
         StepState,
         WindowRequest,
     )
     from domain.refs import ClientRef, send_task_queue
     from domain.schedule import Window
-    from domain.status import CascadeStatus, MessageStatus, advance
+    from domain.sms import sms_size
+    from domain.status import CascadeStatus, Channel, MessageStatus, advance
     from domain.template import MissingVariableError, render
     from workflows.search_attributes import CASCADE_STATUS, DELIVERED_CHANNEL, STEP_MILESTONES
 
@@ -191,18 +193,20 @@ class RecipientCascadeWorkflow:
         await self._wait(lambda: all(s.settled for s in self._state.steps), input.plan.late_reports)
         self._publish()
         if self._record:
-            await self._record_in_ledger()
+            await self._record_in_ledger(input)
         return self._state
 
-    async def _record_in_ledger(self) -> None:
+    async def _record_in_ledger(self, input: RecipientInput) -> None:
         """The final state goes to the ledger; reports that come later go there through the gateway."""
-        record = RecipientRecord(state=self._state, accounts=self._accounts, closed_at=workflow.now())
+        record = RecipientRecord(
+            state=self._state, accounts=self._accounts, closed_at=workflow.now(), sends=self._sends(input)
+        )
         try:
             await workflow.execute_local_activity_method(
                 LedgerActivities.record_recipient,
                 record,
                 start_to_close_timeout=RECORD_TIMEOUT,
-                schedule_to_close_timeout=RECORD_GIVE_UP,
+                schedule_to_close_timeout=RECIPIENT_GIVE_UP,
                 retry_policy=RECORD_RETRY,
             )
         except ActivityError as error:
@@ -237,6 +241,26 @@ class RecipientCascadeWorkflow:
             if outcome is _Outcome.RETRY_LATER:
                 await self._hold(lambda: self._control.paused or self._control.cancelled, RESEND_AFTER)
             # STOPPED: paused, cancelled or past the end date with nothing sent; _may_send says what now
+
+    def _sends(self, input: RecipientInput) -> list[StepSend | None]:
+        """Sender, SMS encoding and parts of each step handed over (what the ledger prices)."""
+        sends: list[StepSend | None] = []
+        for step_spec, step in zip(input.plan.steps, self._state.steps, strict=True):
+            try:
+                text = render(step_spec.text, input.variables) if step.handed_over else None
+            except MissingVariableError:
+                text = None
+            size = sms_size(text) if text is not None and step_spec.channel is Channel.SMS else None
+            sends.append(
+                None
+                if text is None
+                else StepSend(
+                    sender=step_spec.sender,
+                    encoding=size.encoding.value if size else None,
+                    parts=size.parts if size else None,
+                )
+            )
+        return sends
 
     def _give_up(self, step: StepState, request: SendRequest, reason: str) -> None:
         """No more tries: the step is not sent — or sent, unconfirmed, if a try may have reached the provider."""

@@ -6,7 +6,7 @@ one-step SMS recipients, timed from its start until visibility counts N complete
 Prints each round, the medians, the median of the per-pair ratios on/off with its spread, and the events
 per recipient history (one sampled history of each).
 
-    .venv/bin/python benchmarks/ledger.py [-n 500] [--rounds 5]
+    .venv/bin/python benchmarks/ledger_cost.py [-n 500] [--rounds 5]
 """
 
 from __future__ import annotations
