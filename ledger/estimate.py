@@ -264,9 +264,10 @@ def money(value: Fraction | Decimal) -> Decimal:
     )
 
 
-def count(value: Fraction) -> float:
+def count(value: Fraction) -> int | float:
     """A message count as shown: whole when it is, else to two decimals."""
-    return round(float(value), 2)
+    shown = round(float(value), 2)
+    return int(shown) if shown == int(shown) else shown
 
 
 def _channel_name(channel: str) -> str:
