@@ -4,6 +4,7 @@ python starter.py dev                          # Temporal dev server + worker + 
 python starter.py demo                         # the stack, the example mailing, its summary, stop
 python starter.py validate SPEC|FILE [--json] [--rejected rejected.xlsx]  # what the list holds, per row
 python starter.py preview SPEC [--row N]       # each step's message for one recipient, SMS parts
+python starter.py estimate SPEC [--json] [--history N]  # messages, SMS parts and cost per step, before launch
 python starter.py start SPEC [--wait] [--json] # launch a mailing (needs a running stack or worker)
 python starter.py status MAILING_ID [--json]
 python starter.py pause|resume|cancel MAILING_ID
@@ -50,9 +51,11 @@ from domain.sms import sms_size
 from domain.spec import VIBER_TEXT_MAX, MailingSpec, SpecError, load_spec
 from domain.status import Channel
 from domain.template import MissingVariableError, render
+from ledger.estimate import DEFAULT_HISTORY, StepLoad, forecast, observed_outcomes, render_json, render_text
 from ledger.store import Ledger, LedgerError
 from providers.accounts import AccountError
-from recipients.importer import ListRules, open_source, rejected_writer, validate_rows
+from providers.registry import accounts, price_book
+from recipients.importer import ListRules, ValidSink, open_source, rejected_writer, validate_rows
 from recipients.reader import SUPPORTED_SUFFIXES, RecipientsError, Row, read_file
 from runtime.devstack import StackError, embedded_stack
 from runtime.logs import configure_logging
@@ -417,9 +420,15 @@ class ProgressBar:
 
 
 async def validate_list(
-    source: MailingSpec | Path, rules: ListRules, *, progress: bool | None, rejected: Path | None = None
+    source: MailingSpec | Path,
+    rules: ListRules,
+    *,
+    progress: bool | None,
+    rejected: Path | None = None,
+    valid_out: ValidSink | None = None,
 ) -> ImportReport:
-    """Read and classify every row (as the import will), optionally writing the rejected rows to a file."""
+    """Read and classify every row (as the import will), optionally writing the rejected rows to a file and
+    handing each valid recipient to `valid_out` (row, E.164, the variables the texts use, zones)."""
     path = source if isinstance(source, Path) else source.recipients
     if progress is None:  # by default: a bar for large files, when someone watches the terminal
         progress = sys.stderr.isatty() and path is not None and path.stat().st_size >= PROGRESS_ABOVE_BYTES
@@ -428,7 +437,7 @@ async def validate_list(
     def run() -> ImportReport:
         table = open_source(source, bar) if isinstance(source, MailingSpec) else read_file(source, progress=bar)
         with rejected_writer(rejected) if rejected else nullcontext(None) as rejected_out:
-            return validate_rows(table, rules, rejected_out)
+            return validate_rows(table, rules, rejected_out, valid_out)
 
     try:
         return await asyncio.to_thread(run)
@@ -499,6 +508,71 @@ async def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
     except RecipientsError as exc:
         raise CliError(str(exc)) from exc
     raise CliError(f"no row {args.row} in the recipients" if args.row else "no valid recipient to preview")
+
+
+def step_loads(spec: MailingSpec, known: set[str]) -> list[StepLoad]:
+    """Each step's account (checked against the configured ones) and an empty count of its messages."""
+    plan, loads = spec.cascade(), []
+    for index, step in enumerate(spec.steps):
+        account = plan.provider_for(step)
+        if account not in known:
+            where = f"steps.{index}.provider" if step.provider else "provider"
+            raise CliError(
+                f"{where}: {account!r} is not a configured provider account (known: {', '.join(sorted(known))})"
+            )
+        loads.append(StepLoad(index, step.channel, account, step.expect))
+    return loads
+
+
+def count_step_loads(spec: MailingSpec, loads: list[StepLoad]) -> ValidSink:
+    """A sink for validate_rows: counts each valid recipient's message per step, rendering SMS texts to count
+    their exact parts (one recipient at a time: the list is never held)."""
+
+    def add(row: int, phone: str, variables: dict[str, str], zones: list[str] | None) -> None:
+        for load, step in zip(loads, spec.steps, strict=True):
+            load.messages += 1
+            if step.channel is Channel.SMS:
+                size = sms_size(render(step.text, variables))
+                load.parts += size.parts
+                load.encodings[size.encoding.value] = load.encodings.get(size.encoding.value, 0) + 1
+            else:
+                load.parts += 1
+
+    return add
+
+
+async def cmd_estimate(args: argparse.Namespace, settings: Settings) -> int:
+    """What the mailing would send and cost: the list validated as `validate` does, the steps' volumes from the
+    ledger's observed outcome rates (see ledger/estimate.py). Nothing is started or sent."""
+    if args.history < 1:
+        raise CliError("--history: give at least 1 mailing")
+    spec = checked_spec(args.spec)
+    loads = step_loads(spec, {"sandbox", *accounts(settings)})
+    prices = price_book(settings)
+    try:
+        report = await validate_list(
+            spec, ListRules.of(spec), progress=args.progress, valid_out=count_step_loads(spec, loads)
+        )
+    except MissingVariableError as exc:  # validate_rows rejects such rows; kept as a one-line error regardless
+        raise CliError(str(exc)) from exc
+    if not report.valid:
+        raise CliError("the recipients hold no valid number; nothing to estimate")
+    ledger = open_ledger(settings)
+    try:
+        with ledger.reading() as conn:
+            wanted = {(load.account, load.channel.value) for load in loads}
+            history = await asyncio.to_thread(observed_outcomes, conn, wanted, args.history)
+    except SQLAlchemyError as exc:
+        raise CliError(f"cannot read the ledger: {type(exc).__name__}") from exc
+    finally:
+        ledger.close()
+    result = forecast(loads, history, prices, report.valid, args.history)
+    figures = (spec.name, report.rows, report.invalid, report.duplicates)
+    if args.json:
+        print(json.dumps(render_json(result, *figures), indent=2, ensure_ascii=False))
+    else:
+        print("\n".join(render_text(result, *figures)))
+    return 0
 
 
 async def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
@@ -580,6 +654,18 @@ def parser() -> argparse.ArgumentParser:
     preview.add_argument("spec", type=Path)
     preview.add_argument("--row", type=int, help="row number in the file (default: the first valid one)")
     preview.set_defaults(run=cmd_preview)
+    estimate = commands.add_parser("estimate", help="messages, SMS parts and cost per step, before launch")
+    estimate.add_argument("spec", type=Path)
+    estimate.add_argument("--json", action="store_true")
+    estimate.add_argument(
+        "--history",
+        type=int,
+        default=DEFAULT_HISTORY,
+        metavar="N",
+        help=f"observed outcome rates over each account's last N finished mailings (default {DEFAULT_HISTORY})",
+    )
+    estimate.add_argument("--progress", action=argparse.BooleanOptionalAction, help="progress bar while reading")
+    estimate.set_defaults(run=cmd_estimate)
     validate = commands.add_parser("validate", help="count a list's valid, invalid and duplicate numbers")
     validate.add_argument("source", type=Path, metavar="SPEC|FILE", help="a mailing spec, or a recipients file")
     validate.add_argument("--json", action="store_true")
