@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -372,3 +373,40 @@ async def test_status_answers_from_the_ledger_when_temporal_forgot(
     assert answer.summary.status == "running" and answer.summary.outcomes["in_progress"] == 1
     with pytest.raises(CliError, match="no mailing 'nope-000000'"):
         await mailing_status(settings, "nope-000000", temporal)  # type: ignore[arg-type]
+
+
+def test_a_detail_longer_than_excel_allows_continues_on_another_sheet(
+    ledger: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("ledger.report.EXCEL_MAX_ROWS", 4)  # a header and three recipients a sheet
+    with ledger.reading() as conn:
+        write_report(conn, MAILING, tmp_path / "r.xlsx", PRICES)
+    book = openpyxl.load_workbook(tmp_path / "r.xlsx")
+    assert book.sheetnames == ["Summary", "Detail", "Detail (2)", "Rejected"]
+    first, second = ([r[1] for r in book[name].iter_rows(values_only=True)] for name in ("Detail", "Detail (2)"))
+    assert first == ["phone", A, B, C] and second == ["phone", D, E, F]
+
+
+def test_libreoffice_opens_the_report(tmp_path: Path) -> None:
+    """The workbook as LibreOffice Calc reads it: every sheet, saved as CSV."""
+    soffice = shutil.which("soffice")
+    assert soffice, "LibreOffice is not installed: .ci/run installs libreoffice-calc-nogui"
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
+    try:
+        fill(ledger)
+        with ledger.reading() as conn:
+            write_report(conn, MAILING, tmp_path / "r.xlsx", PRICES)
+    finally:
+        ledger.close()
+    out = tmp_path / "converted"
+    all_sheets = "csv:Text - txt - csv (StarCalc):44,34,76,1,,0,false,true,false,false,false,-1"
+    command = [soffice, f"-env:UserInstallation=file://{tmp_path / 'profile'}", "--headless", "--convert-to"]
+    subprocess.run([*command, all_sheets, "--outdir", str(out), str(tmp_path / "r.xlsx")], check=True, timeout=180)
+    sheets = {}
+    for name in ("Summary", "Detail", "Rejected"):
+        with (out / f"r-{name}.csv").open(encoding="utf-8", newline="") as file:
+            sheets[name] = list(csv.reader(file))
+    assert [row[1] for row in sheets["Detail"][1:]] == [A, B, C, D, E, F]
+    assert sheets["Detail"][4][4:8] == ["viber", "delivered", "2026-03-02 09:00:00", "2026-03-02 09:30:00"]
+    assert ["delivered", "3", "", ""] in sheets["Summary"] and ["sent", "4", "3", ""] in sheets["Summary"]
+    assert sheets["Rejected"][2][1] in ('=HYPERLINK("http://x")', '\'=HYPERLINK("http://x")')  # text, not a link
