@@ -91,6 +91,7 @@ def recipient_rows(n: int, seed: int = 11) -> Iterator[tuple[dict[str, Any], lis
         }
         draw = rng.random()
         msgs: list[dict[str, Any]] = []
+        channel: str | None
         sms_at = at + timedelta(minutes=10)
         if draw < 0.55:
             read = rng.random() < 1 / 3
