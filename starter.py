@@ -413,7 +413,8 @@ def print_ledger_answer(answer: LedgerAnswer, as_json: bool) -> None:
     print_summary(answer.summary, False)
     print(
         f"  wasted fallbacks: {figures.wasted_fallbacks} (got a later step after an earlier one was delivered:"
-        f" {figures.wasted_messages} messages, {money(figures.wasted_cost)} {figures.currency})"
+        f" {figures.wasted_messages} message{'s' * (figures.wasted_messages != 1)},"
+        f" {money(figures.wasted_cost)} {figures.currency})"
     )
     print(f"  SMS parts: {figures.sms_parts}")
     costs = ", ".join(f"{c} {money(v)}" for c, v in figures.cost.items())

@@ -309,7 +309,7 @@ def test_cli_status_list_search_and_report(ledger: Ledger, ledger_url: str, tmp_
     assert f"mailing {MAILING} (Spring sale): completed" in status.stdout
     assert "outcomes: delivered 3, undelivered 1, not_sent 2" in status.stdout
     assert (
-        "wasted fallbacks: 1 (got a later step after an earlier one was delivered: 1 messages, 2.50 RUB)"
+        "wasted fallbacks: 1 (got a later step after an earlier one was delivered: 1 message, 2.50 RUB)"
         in status.stdout
     )
     assert "cost: viber 4.00, sms 10.00, total 14.00 RUB" in status.stdout
