@@ -382,7 +382,11 @@ async def mailing_status(
 ) -> MailingSummary | LedgerAnswer:
     """A finished mailing from the ledger (whether Temporal still has it or not: the ledger has every report,
     late ones included); a running one from Temporal, or from the ledger when Temporal has forgotten it."""
-    mailing = await asyncio.to_thread(ledger_mailing, settings, mailing_id)
+    try:
+        mailing = await asyncio.to_thread(ledger_mailing, settings, mailing_id)
+    except CliError as exc:  # the ledger is down: Temporal may still answer
+        print(f"warning: {exc}; asking Temporal only", file=sys.stderr)
+        mailing = None
     if mailing is not None and mailing.finished:
         return await asyncio.to_thread(ledger_answer, settings, mailing)
     client = await connect_to(settings)

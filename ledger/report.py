@@ -136,6 +136,9 @@ def _atomic(path: Path) -> Iterator[Path]:
     os.close(fd)
     tmp = Path(name)
     try:
+        umask = os.umask(0o22)
+        os.umask(umask)
+        tmp.chmod(0o666 & ~umask)  # as any file the user creates (mkstemp makes it private)
         yield tmp
         os.replace(tmp, path)
     finally:
