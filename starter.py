@@ -6,8 +6,11 @@ python starter.py validate SPEC|FILE [--json] [--rejected rejected.xlsx]  # what
 python starter.py preview SPEC [--row N]       # each step's message for one recipient, SMS parts
 python starter.py estimate SPEC [--json] [--history N]  # messages, SMS parts and cost per step, before launch
 python starter.py start SPEC [--wait] [--json] # launch a mailing (needs a running stack or worker)
-python starter.py status MAILING_ID [--json]
+python starter.py status MAILING_ID [--json]   # live from Temporal; a finished mailing from the ledger
 python starter.py pause|resume|cancel MAILING_ID
+python starter.py list [--status S] [--since DATE] [--json]      # the mailings in the ledger, newest first
+python starter.py report MAILING_ID --out FILE.xlsx|FILE.csv     # Summary + chart, Detail, Rejected
+python starter.py search PHONE [--since DATE] [--json]           # every message to a number, newest first
 """
 
 from __future__ import annotations
@@ -24,10 +27,12 @@ import time
 from collections.abc import Awaitable, Callable
 from contextlib import nullcontext
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import TextIO
 from urllib.parse import quote
 
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from temporalio.client import (
     Client,
@@ -52,6 +57,17 @@ from domain.spec import VIBER_TEXT_MAX, MailingSpec, SpecError, load_spec
 from domain.status import Channel
 from domain.template import MissingVariableError, render
 from ledger.estimate import DEFAULT_HISTORY, StepLoad, forecast, observed_outcomes, render_json, render_text
+from ledger.queries import (
+    LedgerFigures,
+    MailingRow,
+    UnknownMailing,
+    list_mailings,
+    load_mailing,
+    mailing_figures,
+    search_messages,
+    summary_from_ledger,
+)
+from ledger.report import ReportError, write_report
 from ledger.store import Ledger, LedgerError
 from providers.accounts import AccountError
 from providers.registry import accounts, price_book
@@ -61,7 +77,7 @@ from runtime.devstack import StackError, embedded_stack
 from runtime.logs import configure_logging
 from runtime.settings import Settings, SettingsError
 from runtime.temporal import connect, release_sdk_runtime
-from workflows.mailing import MailingStatus, MailingWorkflow
+from workflows.mailing import FINISHED, MailingStatus, MailingWorkflow
 from workflows.search_attributes import MAILING_ID, MAILING_STATUS
 
 DEMO_SPEC = Path(__file__).resolve().parent / "examples" / "demo.toml"
@@ -350,28 +366,234 @@ async def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if summary.status in (MailingStatus.COMPLETED, MailingStatus.COMPLETED_BY_END_DATE) else 1
 
 
-def open_ledger(settings: Settings) -> Ledger:
-    try:
-        return Ledger(settings.ledger_url)
-    except SQLAlchemyError as exc:
-        raise CliError(f"cannot open the ledger ({settings.ledger_url.split('@')[-1]}): {type(exc).__name__}") from exc
-
-
 def mailing_handle(client: Client, mailing_id: str) -> WorkflowHandle[MailingWorkflow, MailingSummary]:
     return client.get_workflow_handle_for(MailingWorkflow.run, mailing_workflow_id(mailing_id))
 
 
-async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    client = await client_for(settings)
+def open_ledger(settings: Settings) -> Ledger:
     try:
-        summary = await with_live_counts(
-            client, await mailing_handle(client, args.mailing_id).query(MailingWorkflow.summary)
-        )
+        return Ledger(settings.ledger_url)
+    except SQLAlchemyError as exc:
+        where = make_url(settings.ledger_url).render_as_string(hide_password=True)
+        raise CliError(f"cannot open the ledger at {where}: {str(exc).partition(chr(10))[0]}") from exc
+
+
+class LedgerAnswer:
+    """A mailing's summary with the ledger's figures (late reports included)."""
+
+    def __init__(self, summary: MailingSummary, figures: LedgerFigures) -> None:
+        self.summary, self.figures = summary, figures
+
+
+def ledger_mailing(settings: Settings, mailing_id: str) -> MailingRow | None:
+    ledger = open_ledger(settings)
+    try:
+        with ledger.reading() as conn:
+            return load_mailing(conn, mailing_id)
+    except UnknownMailing:
+        return None
+    finally:
+        ledger.close()
+
+
+def ledger_answer(settings: Settings, mailing: MailingRow) -> LedgerAnswer:
+    ledger = open_ledger(settings)
+    try:
+        with ledger.reading() as conn:
+            figures = mailing_figures(conn, mailing.id, price_book(settings))
+    finally:
+        ledger.close()
+    return LedgerAnswer(summary_from_ledger(mailing, figures), figures)
+
+
+async def mailing_status(
+    settings: Settings,
+    mailing_id: str,
+    connect_to: Callable[[Settings], Awaitable[Client]] = client_for,
+) -> MailingSummary | LedgerAnswer:
+    """A finished mailing from the ledger (whether Temporal still has it or not: the ledger has every report,
+    late ones included); a running one from Temporal, or from the ledger when Temporal has forgotten it."""
+    try:
+        mailing = await asyncio.to_thread(ledger_mailing, settings, mailing_id)
+    except CliError as exc:  # the ledger is down: Temporal may still answer
+        print(f"warning: {exc}; asking Temporal only", file=sys.stderr)
+        mailing = None
+    if mailing is not None and mailing.finished:
+        return await asyncio.to_thread(ledger_answer, settings, mailing)
+    client = await connect_to(settings)
+    try:
+        return await with_live_counts(client, await mailing_handle(client, mailing_id).query(MailingWorkflow.summary))
     except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            raise CliError(f"no mailing {args.mailing_id!r}") from exc
-        raise CliError(f"cannot read mailing {args.mailing_id}: {exc.message}") from exc
-    print_summary(summary, args.json)
+        if exc.status != RPCStatusCode.NOT_FOUND:
+            raise CliError(f"cannot read mailing {mailing_id}: {exc.message}") from exc
+        if mailing is None:
+            raise CliError(f"no mailing {mailing_id!r}") from exc
+    return await asyncio.to_thread(ledger_answer, settings, mailing)
+
+
+def money(value: Decimal) -> str:
+    return f"{value:.2f}"
+
+
+def print_ledger_answer(answer: LedgerAnswer, as_json: bool) -> None:
+    figures = answer.figures
+    shown = {"wasted_fallbacks", "wasted_messages", "sms_parts", "unpriced", "currency", "late_reports"}
+    extra = figures.model_dump(mode="json", include=shown)
+    if as_json:
+        dump = answer.summary.model_dump(mode="json") | extra
+        dump |= {"cost": {c: money(v) for c, v in figures.cost.items()}, "total_cost": money(figures.total_cost)}
+        dump |= {"wasted_cost": money(figures.wasted_cost), "source": "ledger"}
+        print(json.dumps(dump, indent=2, ensure_ascii=False))
+        return
+    print_summary(answer.summary, False)
+    print(
+        f"  wasted fallbacks: {figures.wasted_fallbacks} (got a later step after an earlier one was delivered:"
+        f" {figures.wasted_messages} message{'s' * (figures.wasted_messages != 1)},"
+        f" {money(figures.wasted_cost)} {figures.currency})"
+    )
+    print(f"  SMS parts: {figures.sms_parts}")
+    costs = ", ".join(f"{c} {money(v)}" for c, v in figures.cost.items())
+    cost = f"  cost: {costs + ', ' if costs else ''}total {money(figures.total_cost)} {figures.currency}"
+    if figures.unpriced:
+        cost += "; no price for " + ", ".join(f"{n} {c}" for c, n in figures.unpriced.items())
+    print(cost)
+    print(f"  late reports: {figures.late_reports} (after their recipient's workflow had closed)")
+    print("  (figures from the ledger)")
+
+
+async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    answer = await mailing_status(settings, args.mailing_id)
+    if isinstance(answer, LedgerAnswer):
+        print_ledger_answer(answer, args.json)
+    else:
+        print_summary(answer, args.json)
+    return 0
+
+
+def moment_arg(text: str) -> datetime:
+    """`--since`: a date or time (ISO; naive means UTC), or a duration back from now (`7d`, `12h`)."""
+    try:
+        return datetime.now(UTC) - parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: use a date (2026-03-01), a time (2026-03-01T09:30) or a duration back from now (7d)"
+        ) from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def short_time(moment: datetime | None) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M") if moment else "-"
+
+
+def print_table(header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
+    for line in [header, *rows]:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+
+
+async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    def read() -> list[dict[str, object]]:
+        ledger = open_ledger(settings)
+        try:
+            with ledger.reading() as conn:
+                items = list_mailings(conn, status=args.status, since=args.since)
+        finally:
+            ledger.close()
+        return [item.model_dump(mode="json") for item in items]
+
+    items = await asyncio.to_thread(read)
+    for item in items:
+        done = item["dispatched"] if item["status"] in FINISHED and item["dispatched"] is not None else item["finished"]
+        item["progress"] = None if item["valid"] is None else f"{done}/{item['valid']}"
+    if args.json:
+        print(json.dumps(items, indent=2, ensure_ascii=False))
+        return 0
+    if not items:
+        print("no mailings" + (" match" if args.status or args.since else " in the ledger yet"), file=sys.stderr)
+        return 0
+    rows = [
+        [
+            str(i["id"]),
+            str(i["name"])[:32],
+            str(i["status"]),
+            short_time(datetime.fromisoformat(str(i["created_at"]))),
+            short_time(datetime.fromisoformat(str(i["start_at"]))) if i["start_at"] else "-",
+            "→".join(str(c) for c in i["channels"]),  # type: ignore[attr-defined]
+            str(i["progress"] or "-"),
+        ]
+        for i in items
+    ]
+    print_table(["ID", "NAME", "STATUS", "CREATED (UTC)", "START (UTC)", "CHANNELS", "PROGRESS"], rows)
+    return 0
+
+
+async def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    prices = price_book(settings)
+
+    def write() -> int:
+        ledger = open_ledger(settings)
+        try:
+            with ledger.reading() as conn:
+                return write_report(conn, args.mailing_id, args.out, prices).recipients
+        finally:
+            ledger.close()
+
+    try:
+        count = await asyncio.to_thread(write)
+    except ReportError as exc:
+        raise CliError(str(exc)) from exc
+    except OSError as exc:
+        raise CliError(f"cannot write {args.out}: {exc.strerror or exc}") from exc
+    print(f"report of mailing {args.mailing_id}: {count} recipients", file=sys.stderr)
+    print(args.out)
+    return 0
+
+
+async def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
+    phone = normalize_phone(args.phone, args.region, allow_landline=True)
+    if phone.e164 is None:
+        raise CliError(f"{args.phone!r} is not a phone number ({phone.reason})")
+    number = phone.e164
+
+    def read() -> list[dict[str, object]]:
+        ledger = open_ledger(settings)
+        try:
+            with ledger.reading() as conn:
+                return [m.model_dump(mode="json") for m in search_messages(conn, number, since=args.since)]
+        finally:
+            ledger.close()
+
+    found = await asyncio.to_thread(read)
+    if args.json:
+        print(json.dumps(found, indent=2, ensure_ascii=False))
+        return 0
+    if not found:
+        print(f"no message to {number} in the ledger" + (" since then" if args.since else ""), file=sys.stderr)
+        return 0
+
+    def when(value: object) -> str:
+        return short_time(datetime.fromisoformat(str(value))) if value else "-"
+
+    print(f"{len(found)} message{'s' * (len(found) != 1)} to {number}, newest first (times UTC)")
+    rows = [
+        [
+            when(m["sent_at"] or m["failed_at"]),
+            f"{m['mailing_id']} ({str(m['mailing_name'] or '?')[:24]})",
+            str(m["step"]),
+            str(m["channel"] or "?"),
+            str(m["account"] or "-"),
+            str(m["status"]),
+            when(m["delivered_at"]),
+            when(m["read_at"]),
+            str(m["error"] or ""),
+        ]
+        for m in found
+    ]
+    print_table(["SENT", "MAILING", "STEP", "CHANNEL", "ACCOUNT", "STATUS", "DELIVERED", "READ", "ERROR"], rows)
     return 0
 
 
@@ -612,6 +834,7 @@ def duration(text: str) -> timedelta:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
+SINCE_HELP = "only those {} at or after: a date, a time (naive = UTC) or a duration back from now, e.g. 30d"
 RECONNECT_HELP = f"keep following while Temporal is unreachable this long (default {format_duration(RECONNECT_FOR)})"
 
 
@@ -650,6 +873,21 @@ def parser() -> argparse.ArgumentParser:
         lifecycle = commands.add_parser(command, help=what)
         lifecycle.add_argument("mailing_id")
         lifecycle.set_defaults(run=cmd_lifecycle)
+    listing = commands.add_parser("list", help="the mailings in the ledger, newest first")
+    listing.add_argument("--status", help="only mailings of this status, e.g. running, completed")
+    listing.add_argument("--since", type=moment_arg, metavar="DATE", help=SINCE_HELP.format("created"))
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(run=cmd_list)
+    report = commands.add_parser("report", help="write a mailing's report (.xlsx: summary, chart, detail, rejected)")
+    report.add_argument("mailing_id")
+    report.add_argument("--out", type=Path, required=True, metavar="FILE", help=".xlsx, or .csv for the detail only")
+    report.set_defaults(run=cmd_report)
+    search = commands.add_parser("search", help="every message to a phone number, across mailings")
+    search.add_argument("phone", help="as you would type it: +7 999 123-45-67, 89991234567…")
+    search.add_argument("--since", type=moment_arg, metavar="DATE", help=SINCE_HELP.format("sent"))
+    search.add_argument("--region", default="RU", help="region of a national number (default RU)")
+    search.add_argument("--json", action="store_true")
+    search.set_defaults(run=cmd_search)
     preview = commands.add_parser("preview", help="show each step's message for one recipient")
     preview.add_argument("spec", type=Path)
     preview.add_argument("--row", type=int, help="row number in the file (default: the first valid one)")

@@ -15,6 +15,7 @@ from temporalio.testing import WorkflowEnvironment
 from runtime.devstack import Stack, embedded_stack, private_settings
 from runtime.settings import Settings
 from runtime.temporal import register_search_attributes, release_sdk_runtime, sdk_runtime
+from tests.ledger_fixtures import ledger_url, postgres_database  # noqa: F401  (fixtures for every ledger test)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
