@@ -9,15 +9,19 @@ Peak RSS is measured through `starter.py validate` in a subprocess (`validate_pe
 from __future__ import annotations
 
 import shutil
+import struct
 import subprocess
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import xlwt
 from python_calamine import CalamineWorkbook
 
 from recipients import ods
 from recipients.reader import RecipientsError, _cell_text, read_file
+from recipients.xls import check_xls
 from tests.test_xlsx_bombs import validate_peak
 
 NS = (
@@ -202,3 +206,73 @@ def test_a_million_row_ods_stays_under_300_mb(tmp_path: Path) -> None:
     print(f"validate of a million-row .ods ({path.stat().st_size} bytes): peak RSS {peak_mb:.0f} MB")
     assert returncode == 0 and "1000000 rows: 1000000 valid" in result.stdout, result.stdout + result.stderr
     assert peak_mb < 300
+
+
+def xls_file(path: Path, sheets: int = 1, far: bool = True) -> Path:
+    workbook = xlwt.Workbook()
+    for index in range(sheets):
+        sheet = workbook.add_sheet(f"S{index}")
+        sheet.write(0, 0, "+79990000001")
+        if far:
+            sheet.write(65535, 255, "x")  # IV65536, the last cell an .xls has
+    workbook.save(str(path))
+    return path
+
+
+def with_dimensions(path: Path, rows: int) -> Path:
+    """The .xls with its sheet's DIMENSIONS record claiming `rows` rows of 256 columns (same length, in place)."""
+    data = bytearray(path.read_bytes())
+    at = data.find(b"\x00\x02\x0e\x00")  # DIMENSIONS, 14 bytes
+    struct.pack_into("<IIHH", data, at + 4, 0, rows, 0, 255)
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda tmp: xls_file(tmp / "bomb.xls"),
+        lambda tmp: xls_file(tmp / "bomb.xls", sheets=3),
+        lambda tmp: with_dimensions(xls_file(tmp / "bomb.xls", far=False), 0xFFFF0000),
+    ],
+    ids=["a1-and-iv65536", "three-such-sheets", "dimensions-of-four-billion-rows"],
+)
+def test_an_xls_bomb_is_refused_in_small_memory(tmp_path: Path, make: Callable[[Path], Path]) -> None:
+    """calamine: 1.1 GB, 2.1 GB, and an abort (SIGABRT) for these files of a few kilobytes."""
+    path = make(tmp_path)
+    result, returncode, peak_mb = validate_peak(path)
+    print(
+        f"validate of a {path.stat().st_size} byte .xls: exit {returncode}, {peak_mb:.0f} MB: {result.stderr.strip()}"
+    )
+    assert returncode == 1 and result.stderr.startswith("error: bomb.xls: "), result.stderr
+    assert peak_mb < 300
+
+
+def test_a_full_height_xls_within_the_bound_is_read(tmp_path: Path) -> None:
+    """65,536 rows of 30 columns (the bound: about 2M cells): read, under 300 MB."""
+    workbook = xlwt.Workbook()
+    sheet = workbook.add_sheet("S")
+    for row in range(65_536):
+        sheet.write(row, 0, f"+7999{row:07d}")
+        sheet.write(row, 29, "x")
+    path = tmp_path / "tall.xls"
+    workbook.save(str(path))
+    result, returncode, peak_mb = validate_peak(path)
+    print(f"validate of 65,536 x 30 .xls: exit {returncode}, peak RSS {peak_mb:.0f} MB")
+    assert returncode == 0 and "65536 rows: 65536 valid" in result.stdout, result.stdout + result.stderr
+    assert peak_mb < 300
+
+
+@pytest.mark.skipif(shutil.which("soffice") is None, reason="LibreOffice is not installed")
+def test_a_libreoffice_written_xls_passes_the_check(tmp_path: Path) -> None:
+    source = tmp_path / "list.csv"
+    source.write_text("phone,name\n" + "".join(f"+7999{n:07d},N{n}\n" for n in range(3000)), encoding="utf-8")
+    subprocess.run(
+        ["soffice", "--headless", "--convert-to", "xls", "--outdir", str(tmp_path), str(source)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    path = tmp_path / "list.xls"
+    check_xls(path)
+    assert len(list(read_file(path).records)) == 3000
