@@ -22,6 +22,21 @@ _E164 = re.compile(r"(?<!\d)(\+|%2B)(\d{7,15})(?!\d)", re.IGNORECASE)
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
 
+# C0 and C1 control characters, DEL, and the Unicode line and paragraph separators: any of them can end a log
+# line or rewrite a terminal, so text a request supplied shows them escaped.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+ECHO_MAX = 200  # characters of a request's text a log line may echo
+
+
+def log_safe(value: object, limit: int = ECHO_MAX) -> str:
+    """Text a request supplied, fit for one log line: at most `limit` characters (then `…`), control characters
+    escaped (`\\r`, `\\n`, `\\x1b`), so one request can neither forge extra lines nor flood the log."""
+    text = str(value)
+    cut = text[:limit]
+    escaped = _CONTROL.sub(lambda match: repr(match.group())[1:-1], cut)
+    return escaped + ("…" if len(text) > limit else "")
+
+
 def mask_phone(digits: str) -> str:
     """Keep the country code (up to 4 leading digits) and the last 2; at least half the digits are hidden."""
     shown = max(1, min(4, len(digits) - 2 - len(digits) // 2))
