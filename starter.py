@@ -798,7 +798,7 @@ async def cmd_estimate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
-    configure_logging(logging.WARNING)  # the stack's worker, gateway and sandbox log here; numbers masked
+    # The stack's worker, gateway and sandbox log here, through main's configure_logging: numbers masked.
     async with embedded_stack(settings):
         print(
             f"kaskad dev stack is up — Temporal {settings.temporal_address}, UI {settings.temporal_ui_url},"
@@ -816,7 +816,6 @@ async def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     spec = checked_spec(args.spec)
-    configure_logging(logging.WARNING)
     async with embedded_stack(settings) as stack:
         mailing_id = new_mailing_id(spec.name)
         assert stack.ledger is not None
@@ -917,6 +916,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    configure_logging(logging.WARNING)  # every subcommand: whatever logs (SDK, core, ours) is masked
     try:
         code: int = asyncio.run(args.run(args, Settings()))
         return code

@@ -23,7 +23,8 @@ from temporalio.service import RPCError, RPCStatusCode
 from domain.models import ERROR_MAX, MESSAGE_ID_MAX, DeliveryReport
 from domain.refs import ClientRef
 from ledger.store import Change, Ledger
-from providers.base import ParsedReport, ProviderAdapter, WebhookRejected, WebhookRequest
+from providers.base import MALFORMED, ParsedReport, ProviderAdapter, ReportBatch, WebhookRejected, WebhookRequest
+from runtime.logs import log_safe
 from workflows.recipient import RecipientCascadeWorkflow
 
 log = logging.getLogger("kaskad.gateway")
@@ -47,8 +48,17 @@ def create_gateway(client: Client, providers: Mapping[str, ProviderAdapter], led
         try:
             reports = parse_reports(adapter, webhook_request(request, body))
         except WebhookRejected as exc:
-            log.warning("%s webhook refused (%s): %s", provider, exc.status_code, exc.reason)
-            return JSONResponse({"error": exc.reason}, status_code=exc.status_code)
+            log.warning("%s webhook refused (%s): %s", provider, exc.status_code, log_safe(exc.reason))
+            return JSONResponse({"error": log_safe(exc.reason)}, status_code=exc.status_code)
+        skipped = reports.skipped
+        if skipped:  # the batch's other reports are applied: the provider must not retry or drop them all
+            log.warning(
+                "%s webhook: %d of %d reports skipped as malformed, first: %s",
+                provider,
+                len(skipped),
+                len(skipped) + len(reports),
+                log_safe(skipped[0]),
+            )
         recorded = 0
         for report in reports:
             try:
@@ -59,7 +69,8 @@ def create_gateway(client: Client, providers: Mapping[str, ProviderAdapter], led
             except (OperationalError, InterfaceError) as exc:  # down, locked or timed out: worth a retry
                 log.error("the ledger is unavailable for a %s report: %s", provider, type(exc).__name__)
                 return JSONResponse({"error": "temporarily unavailable"}, status_code=503)
-        return JSONResponse({"received": len(reports), "recorded": recorded})
+        answer = {"received": len(reports), "recorded": recorded}
+        return JSONResponse(answer | {"skipped": len(skipped)} if skipped else answer)
 
     @app.get("/healthz")
     async def health() -> dict[str, str]:
@@ -68,27 +79,32 @@ def create_gateway(client: Client, providers: Mapping[str, ProviderAdapter], led
     return app
 
 
-# What a parser may raise on a body it did not foresee: JSON and pydantic errors (ValueError), overflowing
-# numbers (ArithmeticError), nesting past the recursion limit, a value of an unexpected type or shape.
-_MALFORMED = (ValueError, ArithmeticError, RecursionError, TypeError, LookupError)
-
-
-def parse_reports(adapter: ProviderAdapter, request: WebhookRequest) -> list[ParsedReport]:
+def parse_reports(adapter: ProviderAdapter, request: WebhookRequest) -> ReportBatch:
     """The adapter's reports, with any failure to parse turned into WebhookRejected(400).
 
     Providers retry a 5xx for hours, so a malformed body must be a 400 whatever the adapter missed. A report
-    that cannot be signalled (a lone surrogate in a text: Temporal's payload is UTF-8 JSON) is malformed too."""
+    that cannot be signalled (a lone surrogate in a text: Temporal's payload is UTF-8 JSON) is malformed too;
+    in a batch it is skipped like the reports the adapter skipped, and only a body with nothing usable left is
+    refused."""
     try:
-        reports = adapter.parse_webhook(request)
-        for report in reports:
+        parsed = adapter.parse_webhook(request)
+    except MALFORMED as exc:
+        raise WebhookRejected(400, f"malformed {adapter.name} report ({type(exc).__name__})") from None
+    batch = ReportBatch(skipped=parsed.skipped if isinstance(parsed, ReportBatch) else ())
+    for report in parsed:
+        try:
             for text in (report.client_ref, report.message_id, report.error):
                 if text is not None:
                     text.encode("utf-8")
             if report.message_id is not None and len(report.message_id) > MESSAGE_ID_MAX:
                 raise ValueError("message id too long")
-    except _MALFORMED as exc:
-        raise WebhookRejected(400, f"malformed {adapter.name} report ({type(exc).__name__})") from None
-    return reports
+        except MALFORMED as exc:
+            batch.skipped.append(f"malformed {adapter.name} report ({type(exc).__name__})")
+        else:
+            batch.append(report)
+    if not batch and batch.skipped:
+        raise WebhookRejected(400, batch.skipped[0])
+    return batch
 
 
 def webhook_request(request: Request, body: bytes) -> WebhookRequest:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 import httpx
@@ -15,6 +15,11 @@ from domain.status import MessageStatus
 
 # Transport failures after which the request may have reached the provider (its answer was lost).
 AMBIGUOUS_ERRORS = (httpx.ReadTimeout, httpx.WriteTimeout, httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
+
+
+# What parsing a report may raise on a body nobody foresaw: JSON and pydantic errors (ValueError), overflowing
+# numbers (ArithmeticError), nesting past the recursion limit, a value of an unexpected type or shape.
+MALFORMED = (ValueError, ArithmeticError, RecursionError, TypeError, LookupError)
 
 
 class ProviderUnavailable(Exception):
@@ -64,6 +69,42 @@ class ParsedReport:
     message_id: str | None = None
     error: str | None = None
     at: datetime | None = None
+
+
+class ReportBatch(list[ParsedReport]):
+    """The reports of a body that posts several (Infobip, Rapporto): those that parsed, and why each of the
+    others was skipped. One malformed report must not cost the others: the gateway applies these and answers
+    2xx; only a body with nothing usable in it is refused."""
+
+    def __init__(self, reports: Iterable[ParsedReport] = (), skipped: Iterable[str] = ()) -> None:
+        super().__init__(reports)
+        self.skipped = list(skipped)
+
+
+def batch_of(items: Iterable[Any], parse: Callable[[Any], ParsedReport | None], what: str) -> ReportBatch:
+    """Each item parsed on its own: one that raises WebhookRejected(400) or a malformed-value error is skipped
+    with its reason, one parsed as None is acknowledged and ignored. A batch whose every item is malformed is
+    WebhookRejected(400) with the first reason: nothing in it can be used, and the provider should know."""
+    batch = ReportBatch()
+    count = 0
+    for index, item in enumerate(items):
+        count += 1
+        try:
+            report = parse(item)
+        except WebhookRejected as exc:
+            if exc.status_code != 400:
+                raise
+            batch.skipped.append(f"report {index + 1}: {exc.reason}")
+        except MALFORMED as exc:
+            batch.skipped.append(f"report {index + 1}: {what} ({type(exc).__name__})")
+        else:
+            if report is not None:
+                batch.append(report)
+    if batch.skipped and len(batch.skipped) == count:
+        raise WebhookRejected(
+            400, batch.skipped[0] if count == 1 else f"all {count} reports malformed: {batch.skipped[0]}"
+        )
+    return batch
 
 
 class ProviderAdapter(Protocol):

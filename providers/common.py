@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from providers.accounts import AccountError
 from providers.base import ProviderUnavailable, WebhookRejected, WebhookRequest
+from runtime.logs import log_safe
 
 Config = TypeVar("Config", bound=BaseModel)
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -87,6 +88,12 @@ def authenticate_by_url_secret(request: WebhookRequest, secret: str, allowed_ips
     networks = [ipaddress.ip_network(value, strict=False) for value in allowed_ips]
     if networks and not ip_allowed(request.client_ip, networks):
         raise WebhookRejected(401, "source address not in allowed_ips")
+
+
+def bad_fields(exc: ValidationError) -> str:
+    """The fields a validation error names (not their values, which may hold phone numbers), bounded."""
+    fields = sorted({".".join(str(part) for part in error["loc"]) for error in exc.errors()})
+    return log_safe(", ".join(fields) or "body", 100)
 
 
 def load_json(body: bytes, what: str) -> Any:

@@ -20,9 +20,17 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, Va
 
 from domain.models import SendRequest, SendResult
 from domain.status import Channel, MessageStatus
-from providers.base import AMBIGUOUS_ERRORS, ParsedReport, ProviderUnavailable, WebhookRejected, WebhookRequest
+from providers.base import (
+    AMBIGUOUS_ERRORS,
+    ParsedReport,
+    ProviderUnavailable,
+    WebhookRejected,
+    WebhookRequest,
+    batch_of,
+)
 from providers.common import (
     authenticate_by_url_secret,
+    bad_fields,
     check_networks,
     load_json,
     raise_if_worth_retrying,
@@ -147,10 +155,6 @@ class _Result(BaseModel):
     seenAt: datetime | None = None
 
 
-class _Reports(BaseModel):
-    results: list[_Result]
-
-
 class InfobipAdapter:
     deduplicates = False  # not documented to de-duplicate by messageId
     """Sends through one Infobip account and reads the reports posted to its callback URL."""
@@ -262,11 +266,19 @@ class InfobipAdapter:
     def parse_webhook(self, request: WebhookRequest) -> list[ParsedReport]:
         """Authenticate (URL secret, optional source networks) and turn every result into a report."""
         self._authenticate(request)
+        payload = load_json(request.body, "an Infobip report")
+        results = payload.get("results") if isinstance(payload, dict) else None
+        if not isinstance(results, list):
+            raise WebhookRejected(400, "not an Infobip report: no list of results")
+        return batch_of(results, self._parse_item, "not an Infobip report")
+
+    def _parse_item(self, item: Any) -> ParsedReport:
+        """One result of the batch; a malformed one names its bad fields only (values may hold numbers)."""
         try:
-            reports = _Reports.model_validate(load_json(request.body, "an Infobip report"))
-        except (ValueError, ValidationError) as exc:
-            raise WebhookRejected(400, f"not an Infobip report: {str(exc)[:200]}") from exc
-        return [self._parse_result(result) for result in reports.results]
+            result = _Result.model_validate(item)
+        except ValidationError as exc:
+            raise WebhookRejected(400, f"not an Infobip report: bad {bad_fields(exc)}") from None
+        return self._parse_result(result)
 
     def _authenticate(self, request: WebhookRequest) -> None:
         authenticate_by_url_secret(request, self._config.webhook_secret.get_secret_value(), self._config.allowed_ips)

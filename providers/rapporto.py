@@ -34,9 +34,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, Va
 
 from domain.models import SendRequest, SendResult
 from domain.status import Channel, MessageStatus
-from providers.base import ParsedReport, ProviderUnavailable, WebhookRejected, WebhookRequest
+from providers.base import ParsedReport, ProviderUnavailable, WebhookRejected, WebhookRequest, batch_of
 from providers.common import (
     authenticate_by_url_secret,
+    bad_fields,
     check_networks,
     load_json,
     raise_if_worth_retrying,
@@ -180,34 +181,25 @@ class RapportoAdapter:
     def parse_webhook(self, request: WebhookRequest) -> list[ParsedReport]:
         """Reports are unsigned: the secret in our notifyUrl and the optional IP allow-list authenticate them."""
         authenticate_by_url_secret(request, self._config.webhook_secret.get_secret_value(), self._config.allowed_ips)
+        payload = load_json(request.body, "a rapporto report")
+        return batch_of(payload if isinstance(payload, list) else [payload], self._parse_item, "not a rapporto report")
+
+    def _parse_item(self, item: Any) -> ParsedReport | None:
+        """One report of the batch (None: a status code we do not know, acknowledged and ignored)."""
         try:
-            payload = load_json(request.body, "a rapporto report")
-            items = payload if isinstance(payload, list) else [payload]
-            reports = [RapportoReport.model_validate(item) for item in items]
+            report = RapportoReport.model_validate(item)
         except ValidationError as exc:  # name the fields only: values may hold phone numbers
-            fields = sorted({".".join(str(part) for part in error["loc"]) for error in exc.errors()})
-            raise WebhookRejected(400, f"not a rapporto report: bad {', '.join(fields) or 'body'}") from None
-        except ValueError:
-            raise WebhookRejected(400, "not a rapporto report: body is not JSON") from None
-        parsed = []
-        for report in reports:
-            status = STATUS_CODES.get(report.status)
-            if status is None:
-                # A code we do not know (the platform may add intermediate ones): acknowledge so Rapporto stops
-                # retrying, and leave the step alone — a later known code or the step's timeout settles it.
-                log.warning("%s: ignoring report with unknown status code %s", self.name, report.status)
-                continue
-            error = f"errorCode {report.errorCode}" if status is MessageStatus.UNDELIVERED else None
-            parsed.append(
-                ParsedReport(
-                    client_ref=report.id,
-                    status=status,
-                    message_id=report.mtNum,
-                    error=error,
-                    at=parse_date(report.doneDate),
-                )
-            )
-        return parsed
+            raise WebhookRejected(400, f"not a rapporto report: bad {bad_fields(exc)}") from None
+        status = STATUS_CODES.get(report.status)
+        if status is None:
+            # A code we do not know (the platform may add intermediate ones): acknowledge so Rapporto stops
+            # retrying, and leave the step alone — a later known code or the step's timeout settles it.
+            log.warning("%s: ignoring report with unknown status code %s", self.name, report.status)
+            return None
+        error = f"errorCode {report.errorCode}" if status is MessageStatus.UNDELIVERED else None
+        return ParsedReport(
+            client_ref=report.id, status=status, message_id=report.mtNum, error=error, at=parse_date(report.doneDate)
+        )
 
     async def was_received(self, request: SendRequest) -> bool | None:
         """This provider offers no look-up by our reference: a send that may have reached it is not repeated."""

@@ -239,8 +239,9 @@ def neutralise(text: str) -> str:
 
     A recipient list is someone else's data: a value such as `=HYPERLINK(…)` written as it is to a .csv or
     .xlsx export would run in the spreadsheet of whoever opens it. OWASP's CSV-injection rule: the quote makes
-    Excel and Calc take the cell as text, and the original text stays visible after it. Every writer of an
-    export goes through this one function.
+    Excel and Calc take the cell as text, and the original text stays visible after it. Every .csv export goes
+    through this one function; an .xlsx export keeps the text exact and styles the cell quote-prefixed instead
+    (`_text_cell`).
     """
     return "'" + text if text.startswith(FORMULA_STARTS) else text
 
@@ -249,8 +250,9 @@ def neutralise(text: str) -> str:
 def rejected_writer(path: Path) -> Iterator[Callable[[int, str, str], None]]:
     """A function that writes one rejected row (row, value, reason) to a .csv or .xlsx file, streamed.
 
-    Text cells are neutralised (see `neutralise`); in .xlsx they are also explicit string cells, since openpyxl
-    would otherwise store any text that starts with `=` as a live formula.
+    In .csv, text cells are neutralised (see `neutralise`); in .xlsx they are explicit string cells (openpyxl
+    would otherwise store any text that starts with `=` as a live formula), those that begin like a formula
+    styled quote-prefixed instead of given a visible `'` (see `_text_cell`).
     """
     if path.suffix.lower() not in REJECTED_SUFFIXES:
         raise RecipientsError(f"{path.name}: the rejected rows can be written to .csv or .xlsx")
@@ -273,10 +275,14 @@ def rejected_writer(path: Path) -> Iterator[Callable[[int, str, str], None]]:
 
 
 def _text_cell(sheet: WriteOnlyWorksheet, text: str) -> Cell:
-    """A neutralised text as an explicit string cell: never a formula, whatever openpyxl infers from it.
-    Control characters an .xlsx cannot hold become U+FFFD."""
-    cell = WriteOnlyCell(sheet, ILLEGAL_CHARACTERS_RE.sub("\ufffd", neutralise(text)))
+    """The text as an explicit string cell: never a formula, whatever openpyxl infers from it. A text that
+    begins like a formula keeps its exact characters and gets the quote-prefix style (`quotePrefix`, what
+    Excel and Calc set when one types `'=1+1`): shown and edited as text, no visible quote. Control characters
+    an .xlsx cannot hold become U+FFFD."""
+    cell = WriteOnlyCell(sheet, ILLEGAL_CHARACTERS_RE.sub("\ufffd", text))
     cell.data_type = "s"
+    if text.startswith(FORMULA_STARTS):
+        cell.quotePrefix = True
     return cell
 
 

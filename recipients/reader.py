@@ -16,6 +16,8 @@ from xml.parsers import expat
 
 from python_calamine import CalamineError, CalamineWorkbook
 
+from recipients.ods import stream_ods_rows
+from recipients.xls import check_xls
 from recipients.xlsx import (
     STREAM_ABOVE_BYTES,
     NoSuchSheet,
@@ -210,8 +212,14 @@ def _read_csv(path: Path, encoding: str, progress: Progress) -> Iterator[tuple[i
 
 
 def _read_excel(path: Path, sheet: str | None, progress: Progress) -> Iterator[tuple[int, list[str]]]:
-    """A workbook's sheet: large .xlsx sheets streamed (recipients.xlsx), the rest read by calamine."""
+    """A workbook's sheet: .ods and large .xlsx sheets streamed (recipients.ods, recipients.xlsx), the rest read
+    by calamine."""
     try:
+        if path.suffix.lower() == ".ods":  # calamine expands every repeated row and cell of every sheet
+            yield from stream_ods_rows(path, sheet, progress)
+            return
+        if path.suffix.lower() == ".xls":  # calamine holds every sheet's span, and reserves what DIMENSIONS says
+            check_xls(path)
         if path.suffix.lower() == ".xlsx":  # bombs refused before calamine or expat inflates anything
             check_archive(path)
             shared = shared_strings(path)

@@ -12,11 +12,14 @@ size), and the shared strings are bounded while they are read, so memory stays f
 
 from __future__ import annotations
 
+import math
 import posixpath
+import re
 import struct
 import zipfile
 from array import array
 from collections.abc import Callable, Iterator
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import IO
 from xml.parsers import expat
@@ -135,7 +138,7 @@ def stream_rows(
     except (zipfile.BadZipFile, KeyError, expat.ExpatError) as exc:
         raise XlsxError(f"not a readable workbook: {exc}") from exc
     with archive, archive.open(member) as stream:
-        yield from _SheetParser(shared).rows(stream, member.file_size, progress)
+        yield from _SheetParser(shared, _cell_formats(archive)).rows(stream, member.file_size, progress)
 
 
 def _elements(archive: zipfile.ZipFile, name: str, local: str) -> list[dict[str, str]]:
@@ -228,8 +231,10 @@ def column_index(reference: str) -> int:
 class _SheetParser:
     """expat callbacks that turn `<row><c><v>…</v></c></row>` into lists of cell texts."""
 
-    def __init__(self, shared: SharedStrings) -> None:
+    def __init__(self, shared: SharedStrings, formats: CellFormats | None = None) -> None:
         self._shared = shared
+        self._formats = formats or CellFormats()
+        self._kind = _NUMBER
         self._done: list[tuple[int, list[str]]] = []
         self._pending_cells = 0
         self._row_number = 0
@@ -269,6 +274,7 @@ class _SheetParser:
             if self._column >= MAX_COLUMNS:
                 raise XlsxError(f"a cell ({reference}) is past the last column, XFD")
             self._type = attrs.get("t")
+            self._kind = self._formats.kind(attrs.get("s"))
             self._text = []
             self._text_chars = 0
             self._reference = reference
@@ -318,10 +324,128 @@ class _SheetParser:
             if index is None and text:
                 raise XlsxError(f"row {self._row_number} refers to the shared string {text[:20]!r}")
             return self._shared[index] if index is not None and index < len(self._shared) else ""
+        if self._type == "b":  # as calamine gives it: a bool
+            return str(text.strip() not in ("", "0", "false"))
+        if self._type == "d":  # an ISO 8601 date written as such
+            return _iso_date(text)
         if self._type in (None, "n") and text:
             try:
                 number = float(text)
             except ValueError:
                 return text
+            if self._kind != _NUMBER and math.isfinite(number):
+                return _serial_text(number, self._kind, self._formats.epoch)
             return str(int(number)) if number.is_integer() else text
+        return text
+
+
+# Number formats, as calamine tells dates from numbers: a cell whose style's format is a date (or a duration)
+# holds a serial number of days that calamine gives as a date, datetime, time or timedelta; so does this reader,
+# so a variable column of dates reads the same whichever reader the file's size chose.
+_NUMBER, _DATE, _DURATION = 0, 1, 2
+_BUILTIN_DATES = frozenset([*range(14, 23), *range(27, 37), 45, 47, *range(50, 59), *range(71, 82)])
+_BUILTIN_DURATIONS = frozenset({46})
+MAX_CELL_FORMATS = 65_536  # Excel allows 64,000 cell formats in a workbook
+_QUOTED = re.compile(r'"[^"]*"|\\.|[_*].')  # literal text, an escaped character, a padding or fill character
+_BRACKETS = re.compile(r"\[([^\]]*)\]")
+_EPOCH_1900 = datetime(1899, 12, 30)
+_EPOCH_1904 = datetime(1904, 1, 1)
+
+
+def format_kind(code: str) -> int:
+    """Whether a custom number format shows a date (d, m, y, h, s outside quotes and brackets), a duration
+    (`[h]`, `[mm]`, `[ss]`) or a number."""
+    plain = _QUOTED.sub("", code)
+    brackets = [inside.lower() for inside in _BRACKETS.findall(plain)]
+    if any(inside and set(inside) <= set("hms") for inside in brackets):
+        return _DURATION
+    outside = _BRACKETS.sub("", plain).split(";")[0].lower()
+    if outside == "general":
+        return _NUMBER
+    return _DATE if any(char in outside for char in "dmyhs") else _NUMBER
+
+
+class CellFormats:
+    """Each cell style's kind of number format (from xl/styles.xml), and the workbook's date system."""
+
+    def __init__(self, kinds: bytes = b"", epoch: datetime = _EPOCH_1900) -> None:
+        self._kinds = kinds
+        self.epoch = epoch
+
+    def kind(self, style: str | None) -> int:
+        index = ascii_number(style) if style else 0
+        return self._kinds[index] if index is not None and index < len(self._kinds) else _NUMBER
+
+
+def _cell_formats(archive: zipfile.ZipFile) -> CellFormats:
+    """Read with expat as a stream (styles.xml is bounded only by check_archive's sizes), the styles bounded."""
+    names = set(archive.namelist())
+    epoch = _EPOCH_1900
+    if "xl/workbook.xml" in names:
+        properties = _elements(archive, "xl/workbook.xml", "workbookPr")
+        if properties and properties[0].get("date1904", "").lower() in ("1", "true"):
+            epoch = _EPOCH_1904
+    if "xl/styles.xml" not in names:
+        return CellFormats(epoch=epoch)
+    codes: dict[int, int] = {}
+    kinds = bytearray()
+    depth_in_cell_xfs = 0
+    parser = expat.ParserCreate(namespace_separator=" ")
+
+    def start(tag: str, attrs: dict[str, str]) -> None:
+        nonlocal depth_in_cell_xfs
+        local = tag.rpartition(" ")[2]
+        if local == "numFmt" and len(codes) < MAX_CELL_FORMATS:
+            number = ascii_number(attrs.get("numFmtId", ""))
+            if number is not None:
+                codes[number] = format_kind(attrs.get("formatCode", "")[:1000])
+        elif local == "cellXfs":
+            depth_in_cell_xfs += 1
+        elif local == "xf" and depth_in_cell_xfs:
+            if len(kinds) >= MAX_CELL_FORMATS:
+                raise XlsxError(f"xl/styles.xml has over {MAX_CELL_FORMATS} cell formats")
+            number = ascii_number(attrs.get("numFmtId", "0"))
+            if number is None:
+                kinds.append(_NUMBER)
+            elif number in codes:
+                kinds.append(codes[number])
+            else:
+                kinds.append(_DATE if number in _BUILTIN_DATES else _DURATION if number in _BUILTIN_DURATIONS else 0)
+
+    def end(tag: str) -> None:
+        nonlocal depth_in_cell_xfs
+        if tag.rpartition(" ")[2] == "cellXfs":
+            depth_in_cell_xfs -= 1
+
+    parser.StartElementHandler, parser.EndElementHandler = start, end
+    try:
+        with archive.open("xl/styles.xml") as stream:
+            parser.ParseFile(stream)
+    except expat.ExpatError as exc:
+        raise XlsxError(f"not a readable workbook: xl/styles.xml: {exc}") from exc
+    return CellFormats(bytes(kinds), epoch)
+
+
+def _serial_text(serial: float, kind: int, epoch: datetime) -> str:
+    """A serial number of days as calamine gives it: a timedelta for a duration; else a time below one day,
+    a date when whole, a datetime (to the millisecond) otherwise. Out of range: the number as it is."""
+    try:
+        if kind == _DURATION:
+            return str(timedelta(milliseconds=round(serial * 86_400_000)))
+        if 0 <= serial < 1:  # a time of day
+            moment = datetime.min + timedelta(milliseconds=round(serial * 86_400_000))
+            return str(moment.time()) if moment.day == 1 else "00:00:00"
+        shifted = serial + 1 if epoch == _EPOCH_1900 and serial < 61 else serial  # Excel's 1900-02-29
+        moment = epoch + timedelta(milliseconds=round(shifted * 86_400_000))
+    except OverflowError:
+        return repr(serial)
+    if serial.is_integer():
+        return str(moment.date())
+    return str(moment)
+
+
+def _iso_date(text: str) -> str:
+    try:
+        return str(date.fromisoformat(text)) if len(text) == 10 else str(datetime.fromisoformat(text))
+    except ValueError:
         return text

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+from types import SimpleNamespace
 from typing import Any
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -16,10 +17,30 @@ FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # `+` (or its URL encoding) and 7 to 15 digits, not glued to other digits: an E.164 number, also inside a
 # workflow id or a client reference. Ports, timestamps and counts have no `+` and are left alone.
 _E164 = re.compile(r"(?<!\d)(\+|%2B)(\d{7,15})(?!\d)", re.IGNORECASE)
+# Any other plausible number: 10 to 15 digits, with or without `+`, grouped by spaces, `-`, `.` or brackets
+# (`79991234567`, `8 999 123-45-67`, `+7 (999) 123 45 67`). Not glued to a word, a `-`, `:` or `.` digit on
+# either side, so UUIDs (`…-446655440000`), timestamps (`2024-05-01 12:00:00`), versions, addresses and
+# decimals (`1234567.890`, see _mask_grouped) stay readable.
+_GROUPED = re.compile(r"(?<![\w+%:-])(?<![0-9]\.)(\+|%2B)?([0-9](?:[ .()-]{0,2}[0-9]){9,14})(?![\w:-]|\.[0-9])", re.I)
 
 # Attributes every LogRecord has; anything else on a record came from `extra` (e.g. the SDK's
 # `temporal_workflow` / `temporal_activity` dicts, which hold the workflow id).
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
+# C0 and C1 control characters, DEL, and the Unicode line and paragraph separators: any of them can end a log
+# line or rewrite a terminal, so text a request supplied shows them escaped.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+ECHO_MAX = 200  # characters of a request's text a log line may echo
+
+
+def log_safe(value: object, limit: int = ECHO_MAX) -> str:
+    """Text a request supplied, fit for one log line: at most `limit` characters (then `…`), control characters
+    escaped (`\\r`, `\\n`, `\\x1b`), so one request can neither forge extra lines nor flood the log."""
+    text = str(value)
+    cut = text[:limit]
+    escaped = _CONTROL.sub(lambda match: repr(match.group())[1:-1], cut)
+    return escaped + ("…" if len(text) > limit else "")
 
 
 def mask_phone(digits: str) -> str:
@@ -29,8 +50,18 @@ def mask_phone(digits: str) -> str:
 
 
 def mask_phones(text: str) -> str:
-    """`text` with every E.164-looking number masked: `+79991234588` → `+7999*****88`."""
-    return _E164.sub(lambda match: match.group(1) + mask_phone(match.group(2)), text)
+    """`text` with every phone-looking number masked: `+79991234588` → `+7999*****88`, `8 999 123-45-67` →
+    `8 999 ***-**-67` (the grouping kept)."""
+    text = _E164.sub(lambda match: match.group(1) + mask_phone(match.group(2)), text)
+    return _GROUPED.sub(_mask_grouped, text)
+
+
+def _mask_grouped(match: re.Match[str]) -> str:
+    prefix, body = match.group(1) or "", match.group(2)
+    if body.count(".") == 1 and not any(char in body for char in " ()-"):
+        return match.group()  # a decimal number, not a phone
+    masked = iter(mask_phone("".join(char for char in body if char.isdigit())))
+    return prefix + "".join(next(masked) if char.isdigit() else char for char in body)
 
 
 def _masked(value: Any) -> Any:
@@ -80,6 +111,15 @@ class MaskPhones(logging.Filter):
             record.stack_info = mask_phones(record.stack_info)
         for key in vars(record).keys() - _STANDARD:
             setattr(record, key, _masked(getattr(record, key)))
+        entry = getattr(record, "temporal_log", None)
+        if entry is not None and hasattr(entry, "fields"):  # a core line the SDK forwarded, with the core's entry
+            record.temporal_log = SimpleNamespace(
+                target=getattr(entry, "target", None),
+                message=mask_phones(str(getattr(entry, "message", ""))),
+                fields=_masked(dict(entry.fields)),
+                time=getattr(entry, "time", None),
+                level=getattr(entry, "level", None),
+            )
 
 
 def _safe_text(record: logging.LogRecord) -> str:

@@ -203,3 +203,38 @@ def test_the_streaming_reader_reports_progress(tmp_path: Path, monkeypatch: pyte
     seen: list[float] = []
     list(read_file(path, progress=seen.append).records)
     assert seen and seen[-1] == 1.0
+
+
+def test_streamed_xlsx_renders_dates_times_and_booleans_as_calamine_does(tmp_path: Path) -> None:
+    """The streamed reader (large sheets) and calamine (small ones) give a variable column the same text: a
+    date as a date (not its serial number), a boolean as True (not 1), by the cell's number format."""
+    import datetime as dt
+
+    from python_calamine import CalamineWorkbook
+
+    from recipients.reader import _cell_text
+    from recipients.xlsx import stream_rows
+
+    workbook = openpyxl.Workbook()
+    sheet = workbook.active
+    assert sheet is not None
+    sheet.append(["phone", "date", "datetime", "time", "flag", "amount", "custom", "duration", "quoted"])
+    values: list[list[Any]] = [
+        ["+79991234567", dt.date(2024, 5, 1), dt.datetime(2024, 5, 1, 10, 30, 15), dt.time(10, 30), True, 12.5],
+        ["+79991234568", dt.date(1900, 2, 1), dt.datetime(2024, 5, 1, 10, 30, 15, 500000), dt.time(0, 0, 1), False, 3],
+    ]
+    for row in values:
+        sheet.append([*row, 45000.5, 1.5, 45000])
+    for number in (2, 3):
+        sheet[f"G{number}"].number_format = 'dd"d"/mm/yyyy hh:mm'  # a custom date format, with quoted text
+        sheet[f"H{number}"].number_format = "[h]:mm:ss"  # a duration
+        sheet[f"I{number}"].number_format = '"y"0'  # a quoted y: a number
+    path = tmp_path / "types.xlsx"
+    workbook.save(path)
+
+    streamed = [cells for _, cells in stream_rows(path, None, lambda _: None)]
+    table = CalamineWorkbook.from_path(str(path)).get_sheet_by_index(0)
+    assert streamed == [[_cell_text(value) for value in row] for row in table.iter_rows()]
+    assert streamed[1][1:6] == ["2024-05-01", "2024-05-01 10:30:15", "10:30:00", "True", "12.5"]
+    assert streamed[2][1:5] == ["1900-02-01", "2024-05-01 10:30:15.500000", "00:00:01", "False"]
+    assert streamed[1][6:] == ["2023-03-15 12:00:00", "1 day, 12:00:00", "45000"]

@@ -9,6 +9,7 @@ over HTTP, where Temporal is a stub that serialises signals as the real client d
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from typing import Any, cast
 from urllib.parse import parse_qsl, quote, urlencode
@@ -193,3 +194,95 @@ def test_valid_reports_with_a_value_json_allows_but_python_cannot_hold(
     placeholder = "@raw@"
     body = json.dumps(_mutate(VALID[provider](), path, placeholder)).replace(json.dumps(placeholder), raw)
     assert_clean(provider, body.encode())
+
+
+class AcceptingTemporal(StubTemporal):
+    """A Temporal stub whose every workflow takes the signal."""
+
+    async def signal(self, signal: Any, arg: Any) -> None:
+        pydantic_data_converter.payload_converter.to_payloads([arg])
+        self.signals.append(arg)
+
+
+def ref(n: int) -> str:
+    return f"batch/+7999000000{n}/0"
+
+
+INFOBIP_DELIVERED = infobip.status(3, "DELIVERED", 5, "DELIVERED_TO_HANDSET")
+BATCHES: dict[str, bytes] = {
+    "infobip": json.dumps(
+        {
+            "results": [
+                infobip.result(ref(1), INFOBIP_DELIVERED),
+                {"messageId": ref(2)},  # neither status nor seenAt
+                infobip.result(ref(3), INFOBIP_DELIVERED) | {"status": "not a status"},
+                infobip.result(ref(4), INFOBIP_DELIVERED),
+            ]
+        }
+    ).encode(),
+    "rapporto": json.dumps(
+        [rapporto.report(2, id=ref(1)), rapporto.report("two", id=ref(2)), {"status": 2}, rapporto.report(2, id=ref(4))]
+    ).encode(),
+}
+
+
+async def post_to_gateway(temporal: StubTemporal, provider: str, body: bytes) -> httpx.Response:
+    app = create_gateway(cast(Client, temporal), ADAPTERS)
+    headers, query = signed(provider, body)
+    async with running(app, "127.0.0.1", 0) as server, httpx.AsyncClient(timeout=30) as http:
+        return await http.post(f"{base_url(server)}/webhooks/{provider}?{query}", content=body, headers=headers)
+
+
+@pytest.mark.parametrize("provider", sorted(BATCHES))
+async def test_a_malformed_report_in_a_batch_does_not_drop_the_others(
+    provider: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Infobip and Rapporto post several reports in one body: the good ones are applied, the malformed ones
+    skipped, counted and logged, and the answer is 2xx so the provider neither retries nor drops them all."""
+    temporal = AcceptingTemporal()
+    with caplog.at_level(logging.WARNING, logger="kaskad.gateway"):
+        response = await post_to_gateway(temporal, provider, BATCHES[provider])
+    assert response.status_code == 200, response.text
+    assert response.json() == {"received": 2, "recorded": 2, "skipped": 2}
+    assert sorted(signal.step for signal in temporal.signals) == [0, 0]
+    assert [record.getMessage() for record in caplog.records if "skipped" in record.getMessage()]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"not json", b'{"results": "x"}', b"[1, 2]", json.dumps({"results": [{"messageId": ref(2)}]}).encode()],
+    ids=["not-json", "results-not-a-list", "a-list-of-numbers", "only-malformed"],
+)
+async def test_a_body_with_nothing_usable_is_still_400(body: bytes) -> None:
+    for provider in BATCHES:
+        assert (await post_to_gateway(AcceptingTemporal(), provider, body)).status_code == 400
+
+
+FORGED = "\r\n2026-01-01 00:00:00,000 CRITICAL kaskad.gateway: forged line\x1b[2J\x00"
+
+
+@pytest.mark.parametrize(
+    ("provider", "body"),
+    [
+        (
+            "infobip",
+            json.dumps({"results": [{"messageId": ref(1), "status": {"groupId": 99, "groupName": FORGED * 500}}]}),
+        ),
+        ("infobip", json.dumps({"results": [{"messageId": ref(1), "status": {"groupId": "x" + FORGED * 500}}]})),
+        ("rapporto", json.dumps([{"id": ref(1), "status": FORGED * 500}])),
+        ("infobip", json.dumps({"results": [infobip.result(ref(1), INFOBIP_DELIVERED), {FORGED * 500: 1}]})),
+    ],
+    ids=["infobip-status-group", "infobip-validation-error", "rapporto-status", "infobip-skipped-in-a-batch"],
+)
+async def test_a_rejected_report_cannot_forge_log_lines(
+    provider: str, body: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A warning that echoes what a report held is one line, at most a few hundred characters, control
+    characters escaped: a request cannot forge extra log lines or flood the log."""
+    with caplog.at_level(logging.INFO, logger="kaskad.gateway"):
+        await post_to_gateway(AcceptingTemporal(), provider, body.encode())
+    lines = [record.getMessage() for record in caplog.records if record.name == "kaskad.gateway"]
+    assert lines
+    for line in lines:
+        assert len(line) <= 400, len(line)
+        assert not any(ord(char) < 0x20 or ord(char) == 0x7F for char in line), repr(line)

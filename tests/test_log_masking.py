@@ -6,9 +6,12 @@ import asyncio
 import collections
 import json
 import logging
+import os
+import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import ClassVar
 
 import httpx
 import pytest
@@ -19,6 +22,7 @@ from runtime.logs import MaskPhones, configure_logging, mask_phones
 from starter import checked_spec, start_mailing
 
 NOW = "2024-05-01T12:00:00Z"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def record(msg: str, *args: object, **extra: object) -> logging.LogRecord:
@@ -158,3 +162,87 @@ async def test_a_mailing_logs_no_unmasked_number(
     for number in numbers:
         assert number not in captured
         assert mask_phones(number) in caplog.text  # lines about this recipient were logged, masked
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("to 79991234567 failed", "to 7999*****67 failed"),
+        ("to 89991234567", "to 8999*****67"),
+        ("to +7 999 123-45-67 now", "to +7 999 ***-**-67 now"),
+        ("to +7 (999) 123 45 67.", "to +7 (999) *** ** 67."),
+        ("to 8-999-123-45-67", "to 8-999-***-**-67"),
+        ("to +1.415.555.2671", "to +1.415.***.**71"),
+        ("number=%2B79991234567&x", "number=%2B7999*****67&x"),
+    ],
+)
+def test_numbers_without_a_plus_or_with_separators_are_masked(text: str, expected: str) -> None:
+    assert mask_phones(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "run 550e8400-e29b-41d4-a716-446655440000 started",
+        "run 12345678-1234-1234-1234-123456789012 started",
+        "at 2024-05-01 12:00:00,123 and 2024-05-01T12:00:00.123456+03:00",
+        "2024-05-01 12:00:00 +0300",
+        "took 1234567.890 s, 123456789 rows, port 7233, pid 12345",
+        "mailing spring-2024-05-01-1a2b3c, event 12345",
+        "version 1.35.0, address 127.0.0.1:7233",
+    ],
+)
+def test_uuids_timestamps_and_counts_stay_readable(text: str) -> None:
+    assert mask_phones(text) == text
+
+
+def test_forwarded_temporal_core_lines_are_masked_in_their_entry_too() -> None:
+    """The SDK forwards the core's log lines with the core's entry (message and fields) on the record."""
+
+    class Entry:  # what temporalio.bridge.runtime.BufferedLogEntry offers
+        target, time, level = "worker", 0.0, logging.WARNING
+        message = "failed for mailing-m/+79991234588"
+        fields: ClassVar[dict[str, str]] = {"workflow_id": "mailing-m/+79991234511"}
+
+    made = record("[sdk_core::worker] failed for mailing-m/+79991234588 {'workflow_id': 'mailing-m/+79991234511'}")
+    made.temporal_log = Entry()
+    text = formatted(made)
+    entry = vars(made)["temporal_log"]
+    seen = text + str(entry.message) + str(entry.fields)
+    assert "1234588" not in seen and "1234511" not in seen and "+7999*****11" in str(entry.fields)
+
+
+SUBCOMMAND_LOGGING = """
+import logging, sys
+import starter
+from runtime.logs import MaskPhones
+code = starter.main(sys.argv[1:])
+handlers = logging.getLogger().handlers
+print("masked" if handlers and all(any(isinstance(f, MaskPhones) for f in h.filters) for h in handlers) else "unmasked")
+"""
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["validate", "NUMBERS"], ["preview", "SPEC"], ["status", "nobody"], ["pause", "nobody"]],
+    ids=["validate", "preview", "status", "pause"],
+)
+def test_every_subcommand_masks_its_logs(tmp_path: Path, argv: list[str]) -> None:
+    numbers = tmp_path / "numbers.txt"
+    numbers.write_text("+79991234567\n", encoding="utf-8")
+    spec = tmp_path / "spec.toml"
+    spec.write_text(
+        'name = "L"\nnumbers = ["+79991234567"]\n[[steps]]\nchannel = "sms"\nsender = "S"\ntext = "Hi"\nwait = "5s"\n',
+        encoding="utf-8",
+    )
+    args = [{"NUMBERS": str(numbers), "SPEC": str(spec)}.get(arg, arg) for arg in argv]
+    env = {**os.environ, "KASKAD_TEMPORAL_ADDRESS": "127.0.0.1:9", "KASKAD_CONNECT_TIMEOUT": "1"}
+    result = subprocess.run(
+        [sys.executable, "-c", SUBCOMMAND_LOGGING, *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=120,
+    )
+    assert result.stdout.strip().endswith("masked") and "unmasked" not in result.stdout, result.stdout + result.stderr
