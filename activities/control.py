@@ -22,6 +22,7 @@ from pathlib import Path
 
 from temporalio import activity
 from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from domain.models import BroadcastRequest, Control
@@ -44,6 +45,10 @@ class ControlActivities:
         """Tell each dispatched recipient of the mailing; returns how many were told (the others are gone)."""
         details = activity.info().heartbeat_details
         position, delivered = (int(details[0]), int(details[1])) if details else (0, 0)
+        if request.upto and not await self._has_list(request.mailing_id):
+            # recipients were dispatched from a list this worker cannot see: telling none of them would
+            # acknowledge a pause while they go on sending
+            raise ApplicationError(f"no stored list of mailing {request.mailing_id} at this worker")
         recipients = self._recipients(request.mailing_id, position)
         if request.upto is not None:
             recipients = islice(recipients, max(0, request.upto - position))
@@ -56,6 +61,11 @@ class ControlActivities:
             delivered += sum(outcome is True for outcome in outcomes)
             activity.heartbeat(batch[-1].position + 1, delivered)
         return delivered
+
+    async def _has_list(self, mailing_id: str) -> bool:
+        if stored_list_path(self._data_dir, mailing_id).exists():
+            return True
+        return self._ledger is not None and await self._ledger.run(self._ledger.has_list, mailing_id)
 
     def _recipients(self, mailing_id: str, start: int) -> Iterator[StoredRecipient]:
         """The stored list from `start`: in the ledger, or in the file of a list imported before it; empty

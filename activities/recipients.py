@@ -7,6 +7,7 @@ it; the valid recipients and the rejected rows go back to the ledger, where the 
 from __future__ import annotations
 
 import asyncio
+import shutil
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -58,6 +59,8 @@ class RecipientActivities:
                 spec = spec.model_copy(update={"recipients": local})
             report = import_recipients(spec, self._data_dir, mailing_id, now)
         assert report.stored_list is not None and report.rejected_file is not None
-        rejected = read_rejected_raw(report.rejected_file.parent)
+        scratch_folder = report.stored_list.parent
+        rejected = read_rejected_raw(scratch_folder)
         ledger.record_import(mailing_id, report, read_stored_rows(report.stored_list), rejected)
-        return report.model_copy(update={"stored_list": ledger_list(mailing_id)})
+        shutil.rmtree(scratch_folder, ignore_errors=True)  # personal data: the ledger holds it now, once
+        return report.model_copy(update={"stored_list": ledger_list(mailing_id), "rejected_file": None})
