@@ -59,7 +59,7 @@ def build_workers(
     queue of its own whose rate the server caps across all workers (`max_task_queue_activities_per_second`).
     """
     rates = provider_rates(settings)
-    send = SendActivities(providers, ledger).send
+    send = SendActivities(providers).send
     main = Worker(
         client,
         task_queue=settings.task_queue,

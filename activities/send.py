@@ -32,10 +32,6 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from domain.durations import format_duration
 from domain.models import SendProgress, SendRequest, SendResult
-from domain.refs import ClientRef
-from domain.sms import sms_size
-from domain.status import Channel, MessageStatus
-from ledger.store import Change, Ledger
 from providers.base import ProviderAdapter, ProviderUnavailable
 
 log = logging.getLogger("kaskad.send")
@@ -60,9 +56,8 @@ PROVIDER_GAVE_UP = "ProviderGaveUp"  # the provider stayed unavailable for SEND_
 
 
 class SendActivities:
-    def __init__(self, providers: Mapping[str, ProviderAdapter], ledger: Ledger | None = None) -> None:
+    def __init__(self, providers: Mapping[str, ProviderAdapter]) -> None:
         self._providers = providers
-        self._ledger = ledger
 
     @activity.defn(name="send_message")
     async def send(self, request: SendRequest) -> SendResult:
@@ -73,12 +68,12 @@ class SendActivities:
         if _may_have_arrived_before(request) and not adapter.deduplicates:
             received = await _was_received(adapter, request)
             if received is None:
-                return self._recorded(request, SendResult(unconfirmed=True))  # the report decides
+                return SendResult(unconfirmed=True)  # an earlier request may have arrived: the report decides
             if received:
-                return self._recorded(request, SendResult())  # it did arrive; its report brings the message id
+                return SendResult()  # it did arrive: handed over, and its report brings the message id
         sender = _Sender(adapter, request)
         try:
-            return self._recorded(request, await sender.send_until_answered())
+            return await sender.send_until_answered()
         except asyncio.CancelledError:
             details = activity.cancellation_details()
             if details is not None and details.worker_shutdown and not sender.in_request:
@@ -89,37 +84,6 @@ class SendActivities:
             raise
         finally:
             sender.stop_heartbeats()
-
-    def _recorded(self, request: SendRequest, result: SendResult) -> SendResult:
-        """Write the send to the ledger in the background: the result goes back to the workflow at once, and a
-        cancel arriving now cannot lose it. Should the write fail, the recipient's final record fills it in."""
-        if self._ledger is not None and not self._ledger.run_in_background(
-            _record_send, self._ledger, request, result, _now()
-        ):
-            log.warning("the ledger is behind: a send's record was dropped; the recipient's final record fills it in")
-        return result
-
-
-def _record_send(ledger: Ledger, request: SendRequest, result: SendResult, at: datetime) -> None:
-    size = sms_size(request.text) if request.channel is Channel.SMS else None
-    fields = {
-        "channel": request.channel.value,
-        "account": request.provider,
-        "sender": request.sender,
-        "encoding": size.encoding.value if size else None,
-        "parts": size.parts if size else None,
-        "unconfirmed": result.unconfirmed,
-    }
-    if result.rejected is not None:
-        change = Change(MessageStatus.UNDELIVERED, at, error=result.rejected)
-    else:
-        change = Change(MessageStatus.SENT, at, message_id=result.message_id)
-    try:
-        ledger.record_send(ClientRef.parse(request.client_ref), fields, change)
-    except Exception as exc:  # never the send's failure: the message is out either way
-        log.warning(
-            "the ledger did not take a send's record (%s); the recipient's final record fills it in", type(exc).__name__
-        )
 
 
 class _Sender:

@@ -37,6 +37,18 @@ from runtime.settings import Settings
 from workflows.mailing import MailingWorkflow
 
 
+def bench_settings(folder: Path) -> Settings:
+    """A private stack in `folder` whose sandbox answers at once and is never rate-capped: the path is
+    measured, not the cap."""
+    return private_settings(
+        folder,
+        "bench",
+        sandbox_report_delay=0.0,
+        webhook_secret=SecretStr("bench"),
+        provider_rates={"sandbox": 10_000},
+    )
+
+
 async def wait_completed(client: Client, query: str, n: int) -> None:
     while (await client.count_workflows(f"{query} AND ExecutionStatus = 'Completed'")).count < n:  # noqa: ASYNC110
         await asyncio.sleep(0.2)  # visibility offers no push: poll it
@@ -100,13 +112,7 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="alternate full/minimal this many times")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
-        settings = private_settings(
-            Path(scratch),
-            "bench",
-            sandbox_report_delay=0.0,
-            webhook_secret=SecretStr("bench"),
-            provider_rates={"sandbox": 10_000},  # measure the path, not the cap
-        )
+        settings = bench_settings(Path(scratch))
         async with embedded_stack(settings, ui=False) as stack:
             full, minimal = [], []
             for round_ in range(args.rounds):

@@ -17,11 +17,10 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from cascade import run_full
-from pydantic import SecretStr
+from cascade import bench_settings, run_full
 from temporalio.client import Client
 
-from runtime.devstack import embedded_stack, private_settings
+from runtime.devstack import embedded_stack
 
 
 async def events_per_recipient(client: Client) -> int:
@@ -33,13 +32,7 @@ async def events_per_recipient(client: Client) -> int:
 
 async def one_round(n: int, record: bool) -> tuple[float, int]:
     with tempfile.TemporaryDirectory() as scratch:
-        settings = private_settings(
-            Path(scratch),
-            "bench",
-            sandbox_report_delay=0.0,
-            webhook_secret=SecretStr("bench"),
-            provider_rates={"sandbox": 10_000},  # measure the path, not the cap
-        )
+        settings = bench_settings(Path(scratch))
         async with embedded_stack(settings, ui=False, record=record) as stack:
             rate = await run_full(stack.client, settings, n)
             return rate, await events_per_recipient(stack.client)

@@ -15,6 +15,7 @@ import json
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -51,11 +52,14 @@ INSERT_BATCH = 5_000
 # are phone numbers and names).
 LOCK_WAIT = timedelta(seconds=15)
 THREADS = 4  # the ledger's own threads (see Ledger.run)
-BACKGROUND_MAX = 10_000  # queued background writes beyond which new ones are dropped
 _MIGRATION_LOCK = 7_151_900  # any constant: PostgreSQL's advisory lock that makes one process migrate at a time
 
 
 T = TypeVar("T")
+
+
+TIMES = ("sent_at", "delivered_at", "read_at", "failed_at")
+MESSAGE_FIELDS = ("channel", "account", "sender", "encoding", "parts")
 
 
 class LedgerError(Exception):
@@ -103,9 +107,12 @@ class Ledger:
             self._write = self._read = create_engine(
                 self.url, pool_pre_ping=True, hide_parameters=True, connect_args=timeouts
             )
-        self._owners: dict[str, list[str] | None] = {}
+        self._owners: dict[str, list[str] | None] = {}  # mailing id → the provider account of each step
         self._pool = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="ledger")
-        self._background = threading.BoundedSemaphore(BACKGROUND_MAX)  # mailing id → the provider account of each step
+        # PostgreSQL locks rows, so its writers need no turns; SQLite has one lock for the whole file.
+        self._local_writer: AbstractContextManager[object] = (
+            threading.Lock() if self.dialect == "sqlite" else nullcontext()
+        )
         self._migrate()
 
     def close(self) -> None:
@@ -118,22 +125,22 @@ class Ledger:
         queues its own work, not the loop's default pool (DNS lookups, the import's parsing)."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, partial(method, *args, **kwargs))
 
-    def run_in_background(self, method: Callable[..., object], *args: Any) -> bool:
-        """Queue a write nobody waits for (a send's record); False when BACKGROUND_MAX are queued already —
-        the write is dropped, and the recipient's final record fills it in."""
-        if not self._background.acquire(blocking=False):
-            return False
-        self._pool.submit(method, *args).add_done_callback(lambda _: self._background.release())
-        return True
-
     def _migrate(self) -> None:
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
-        with self._write.begin() as conn:
+        with self._writing() as conn:
             if self.dialect == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
             config.attributes["connection"] = conn
             command.upgrade(config, "head")
+
+    @contextmanager
+    def _writing(self) -> Iterator[Connection]:
+        """A write transaction. On SQLite the threads of one process take turns here first: waiting on
+        SQLite's own lock means its busy handler's sleeps (up to 100 ms each), which cost a third of the
+        cascade's throughput when the gateway's and the worker's writes met."""
+        with self._local_writer, self._write.begin() as conn:
+            yield conn
 
     def reading(self) -> Connection:
         """A connection for reports and queries (never blocks the writers)."""
@@ -149,7 +156,7 @@ class Ledger:
     def create_mailing(self, mailing_id: str, spec: MailingSpec, created_at: datetime, upload: Path | None) -> None:
         """Record a mailing about to be launched, with its recipients file (read by the import on any worker)."""
         digest, size = hashlib.sha256(), 0
-        with self._write.begin() as conn:
+        with self._writing() as conn:
             if conn.execute(select(mailings.c.id).where(mailings.c.id == mailing_id)).first():
                 raise LedgerError(f"mailing {mailing_id} exists already; choose another --id")
             if upload is not None:
@@ -180,7 +187,7 @@ class Ledger:
 
     def discard_mailing(self, mailing_id: str) -> None:
         """Forget a mailing whose launch failed (its workflow never started)."""
-        with self._write.begin() as conn:
+        with self._writing() as conn:
             for table in (uploads, mailing_statuses):
                 conn.execute(delete(table).where(table.c.mailing_id == mailing_id))
             conn.execute(delete(mailings).where(mailings.c.id == mailing_id))
@@ -206,7 +213,7 @@ class Ledger:
 
     def record_status(self, mailing_id: str, status: str, at: datetime, error: str | None = None) -> None:
         """The mailing entered `status` at `at` (the same status at the same moment again changes nothing)."""
-        with self._write.begin() as conn:
+        with self._writing() as conn:
             conn.execute(self._insert(conn, mailing_statuses).values(mailing_id=mailing_id, status=status, at=at))
             values: dict[str, Any] = {"status": status, "updated_at": _now()}
             if status == "running":
@@ -231,7 +238,7 @@ class Ledger:
     ) -> None:
         """The imported list (row, recipient) and the rejected rows (row, value, reason); replaces a previous
         attempt's, in one transaction."""
-        with self._write.begin() as conn:
+        with self._writing() as conn:
             for table in (list_entries, rejected_rows):
                 conn.execute(delete(table).where(table.c.mailing_id == mailing_id))
             for batch in _batches(
@@ -286,7 +293,7 @@ class Ledger:
 
     def record_final(self, summary: MailingSummary, dispatched: int) -> None:
         """The mailing workflow's last word: its status, error, figures and times."""
-        with self._write.begin() as conn:
+        with self._writing() as conn:
             at = summary.finished_at or _now()
             conn.execute(
                 self._insert(conn, mailing_statuses).values(mailing_id=summary.mailing_id, status=summary.status, at=at)
@@ -309,13 +316,13 @@ class Ledger:
 
     def record_send(self, ref: ClientRef, fields: dict[str, Any], *changes: Change) -> None:
         """A send activity's result: who carried the message and how (account, sender, parts…), and its status."""
-        with self._write.begin() as conn:
+        with self._writing() as conn:
             self._merge(conn, ref, fields, *changes)
 
     def record_recipient(self, record: RecipientRecord) -> None:
         """A recipient workflow's final state: its outcome, and every step it decided (timeouts, not sent)."""
         state, accounts, closed_at = record.state, record.accounts, record.closed_at
-        with self._write.begin() as conn:
+        with self._writing() as conn:
             for index, step in enumerate(state.steps):
                 if step.status is MessageStatus.PENDING and not step.handed_over:
                     continue  # never reached
@@ -344,18 +351,18 @@ class Ledger:
                 "delivered_channel": state.delivered_channel.value if state.delivered_channel else None,
                 "closed_at": closed_at,
             }
+            dialect = postgresql if self.dialect == "postgresql" else sqlite
             conn.execute(
-                self._insert(conn, recipients).values(mailing_id=state.mailing_id, phone=state.phone, **values)
-            )
-            conn.execute(
-                update(recipients)
-                .where(recipients.c.mailing_id == state.mailing_id, recipients.c.phone == state.phone)
-                .values(values)
+                dialect.insert(recipients)
+                .values(mailing_id=state.mailing_id, phone=state.phone, **values)
+                .on_conflict_do_update(index_elements=[recipients.c.mailing_id, recipients.c.phone], set_=values)
             )
 
     def record_report(
         self, ref: ClientRef, account: str, report: Change, *, reported_at: datetime | None, late: bool
     ) -> bool:
+        # A report its workflow took (not late) reaches the message through the recipient's final record; only
+        # a late one, which no workflow will record, changes the message here. One insert for the rest.
         """A provider's report, whatever became of its workflow. False when it is not recorded: the same report
         came before, or it is about no step of a mailing in the ledger.
 
@@ -372,7 +379,7 @@ class Ledger:
         key = hashlib.sha256(
             json.dumps([str(ref), account, report.status.value, message_id, error, _iso(reported_at)]).encode()
         ).hexdigest()
-        with self._write.begin() as conn:
+        with self._writing() as conn:
             inserted = conn.execute(
                 self._insert(conn, reports)
                 .values(
@@ -391,7 +398,7 @@ class Ledger:
             ).first()
             if inserted is None:
                 return False
-            if account == owners[ref.step]:
+            if late and account == owners[ref.step]:
                 self._merge(conn, ref, {"account": account}, report)
             return True
 
@@ -410,22 +417,14 @@ class Ledger:
         """Apply `changes` to the message's row (created if new): statuses only advance, first times stick,
         and a field already known (the account, the message id) is never overwritten."""
         now = _now()
-        conn.execute(
-            self._insert(conn, messages).values(
-                client_ref=str(ref),
-                mailing_id=ref.mailing_id,
-                phone=ref.phone,
-                step=ref.step,
-                status=MessageStatus.PENDING.value,
-                unconfirmed=False,
-                timed_out=False,
-                updated_at=now,
-            )
-        )
         query = select(messages).where(messages.c.client_ref == str(ref))
         if self.dialect == "postgresql":
             query = query.with_for_update()
-        row = conn.execute(query).mappings().one()
+        found = conn.execute(query).mappings().first()
+        row: dict[str, Any] = dict(found) if found is not None else {
+            "status": MessageStatus.PENDING.value, "unconfirmed": False, "timed_out": False, "error": None,
+            "message_id": None, **dict.fromkeys(MESSAGE_FIELDS), **dict.fromkeys(TIMES),
+        }  # fmt: skip
         values: dict[str, Any] = {}
         for name, value in fields.items():
             value = _clean(value) if isinstance(value, str) else value
@@ -438,7 +437,7 @@ class Ledger:
             elif row[name] is None:
                 values[name] = value
         status = MessageStatus(row["status"])
-        times = {name: row[name] for name in ("sent_at", "delivered_at", "read_at", "failed_at")}
+        times = {name: row[name] for name in TIMES}
         error = row["error"]
         message_id = row["message_id"]
         for given in changes:
@@ -462,7 +461,16 @@ class Ledger:
         if status.rank > MessageStatus.SENT.rank and status is not MessageStatus.NOT_SENT:
             values["unconfirmed"] = False  # a report confirmed the hand-over
         values.update(times, status=status.value, error=error, message_id=message_id, updated_at=now)
-        conn.execute(update(messages).where(messages.c.client_ref == str(ref)).values(values))
+        if found is not None:
+            conn.execute(update(messages).where(messages.c.client_ref == str(ref)).values(values))
+            return
+        identity = {"client_ref": str(ref), "mailing_id": ref.mailing_id, "phone": ref.phone, "step": ref.step}
+        defaults = {"unconfirmed": False, "timed_out": False}
+        inserted = conn.execute(
+            self._insert(conn, messages).values(defaults | values | identity).returning(messages.c.client_ref)
+        ).first()
+        if inserted is None:  # PostgreSQL: another writer created it meanwhile; merge into theirs
+            self._merge(conn, ref, fields, *changes)
 
 
 def _sqlite_pragmas(engine: Engine, *, immediate: bool) -> None:

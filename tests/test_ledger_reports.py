@@ -61,8 +61,13 @@ def sent(ledger: Ledger, phone: str, step: int, channel: str, at: datetime, part
 
 
 def report(ledger: Ledger, ref: ClientRef, status: MessageStatus, at: datetime, *, late: bool = False) -> bool:
+    """A report through the gateway. One its open workflow took reaches the message with the recipient's
+    final record — written here directly; a late one the ledger applies itself."""
     error = "expired" if status is MessageStatus.UNDELIVERED else None
-    return ledger.record_report(ref, "sandbox", Change(status, at, error), reported_at=at, late=late)
+    recorded = ledger.record_report(ref, "sandbox", Change(status, at, error), reported_at=at, late=late)
+    if recorded and not late:
+        ledger.record_send(ref, {}, Change(status, at, error))
+    return recorded
 
 
 def fill(ledger: Ledger) -> None:

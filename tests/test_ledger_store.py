@@ -58,9 +58,11 @@ def count(ledger: Ledger, table: object) -> int:
 
 
 def report(ledger: Ledger, status: MessageStatus, *, step: int = 0, account: str = "main", **kw: object) -> bool:
+    """A report the gateway got after its workflow closed (`late`): the ledger alone applies it."""
     at = kw.pop("at", T0 + timedelta(minutes=1))
     change = Change(status, at, kw.get("error"), kw.get("message_id"))  # type: ignore[arg-type]
-    return ledger.record_report(ClientRef(MAILING, PHONE, step), account, change, reported_at=at, late=False)  # type: ignore[arg-type]
+    ref = ClientRef(MAILING, PHONE, step)
+    return ledger.record_report(ref, account, change, reported_at=at, late=bool(kw.get("late", True)))  # type: ignore[arg-type]
 
 
 def test_the_migrations_build_exactly_the_tables_the_code_defines(ledger: Ledger) -> None:
@@ -94,6 +96,14 @@ def test_a_report_before_its_send_record_and_a_retried_send_leave_one_exact_row(
     row = message(ledger, 1)
     assert (row["status"], row["account"], row["parts"], row["sent_at"]) == ("delivered", "backup", 2, T0)
     assert count(ledger, messages) == 1
+
+
+def test_a_report_its_open_workflow_took_is_recorded_but_left_to_the_workflows_record(ledger: Ledger) -> None:
+    """Not late: the recipient's final record carries it (with everything else the workflow decided)."""
+    ref = ClientRef(MAILING, PHONE, 0)
+    ledger.record_send(ref, {"channel": "viber", "account": "main"}, Change(S, T0))
+    assert report(ledger, D, late=False)
+    assert message(ledger)["status"] == "sent" and count(ledger, reports) == 1
 
 
 def test_a_report_from_an_account_that_did_not_send_the_step_changes_nothing(ledger: Ledger) -> None:
