@@ -30,7 +30,7 @@ from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel, Field
-from sqlalchemy import Connection, RowMapping, and_, func, select
+from sqlalchemy import Connection, Result, RowMapping, Select, and_, func, select, text
 
 from domain.models import MailingSummary
 from domain.spec import MailingSpec
@@ -183,8 +183,16 @@ def _mailing_row(row: RowMapping) -> MailingRow:
     )
 
 
-def _stream(conn: Connection) -> Connection:
-    return conn.execution_options(stream_results=True, yield_per=STREAM_BATCH)
+def _stream(conn: Connection, query: Select[Any]) -> Result[Any]:
+    """`query`'s rows fetched a batch at a time (a server-side cursor on PostgreSQL).
+
+    PostgreSQL plans a cursor for its first rows (`cursor_tuple_fraction` 0.1): with the statistics of a table
+    just filled (autovacuum has not analysed it yet) that picks a nested loop rescanning the mailing's
+    messages for every recipient — quadratic, hours for a million. These cursors are read to the end: they
+    are planned for the whole result (hash joins, one sort)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SET LOCAL cursor_tuple_fraction = 1.0"))
+    return conn.execute(query.execution_options(stream_results=True, yield_per=STREAM_BATCH))
 
 
 def iter_recipients(conn: Connection, mailing: MailingRow) -> Iterator[Recipient]:
@@ -234,7 +242,7 @@ def iter_recipients(conn: Connection, mailing: MailingRow) -> Iterator[Recipient
         )
         key = "phone"
     expects = mailing.expects()
-    result = _stream(conn).execute(query).mappings()
+    result = _stream(conn, query).mappings()
     for _, group in itertools.groupby(result, key=lambda r: r[key]):
         rows = list(group)
         first = rows[0]
@@ -515,5 +523,6 @@ def rejected(conn: Connection, mailing_id: str) -> Iterator[tuple[int, str, str]
         .where(rejected_rows.c.mailing_id == mailing_id)
         .order_by(rejected_rows.c.row)
     )
-    for row, value, reason in _stream(conn).execute(query):
+    for found in _stream(conn, query):
+        row, value, reason = tuple(found)
         yield int(row), str(value), str(reason)

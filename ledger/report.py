@@ -177,17 +177,20 @@ def _write_xlsx(conn: Connection, mailing: MailingRow, builder: FiguresBuilder, 
     date_style = WriteOnlyCell(summary, datetime(2000, 1, 1)).style_id  # registers the date format once
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=ZIP_LEVEL) as archive:
         sheets = _StreamedSheets(archive, first_index=2, date_style=date_style)
-        steps = len(mailing.spec.steps)
-        detail = sheets.sheet("Detail", detail_header(steps))
-        for recipient in iter_recipients(conn, mailing):
-            builder.add(recipient)
-            detail.append(detail_row(recipient, steps))
-        detail.close()
-        figures = builder.result(late_reports(conn, mailing.id))
-        rejected_rows = sheets.sheet("Rejected", ["row", "value", "reason"])
-        for row, value, reason in rejected(conn, mailing.id):
-            rejected_rows.append([row, text(value), text(reason)])
-        rejected_rows.close()
+        try:
+            steps = len(mailing.spec.steps)
+            detail = sheets.sheet("Detail", detail_header(steps))
+            for recipient in iter_recipients(conn, mailing):
+                builder.add(recipient)
+                detail.append(detail_row(recipient, steps))
+            detail.close()
+            figures = builder.result(late_reports(conn, mailing.id))
+            rejected_rows = sheets.sheet("Rejected", ["row", "value", "reason"])
+            for row, value, reason in rejected(conn, mailing.id):
+                rejected_rows.append([row, text(value), text(reason)])
+            rejected_rows.close()
+        finally:
+            sheets.close_open()  # after a failure: lets the archive close, so the error itself is what is raised
 
         _summary_sheet(summary, mailing, figures)
         placeholders = [workbook.create_sheet(title) for title in sheets.titles]  # named; their rows are ours
@@ -221,6 +224,7 @@ class _StreamedSheets:
         self.archive, self.next_index, self.date_style = archive, first_index, date_style
         self.titles: list[str] = []
         self.paths: list[str] = []
+        self.current: IO[bytes] | None = None
 
     def sheet(self, title: str, header: list[str]) -> _StreamedSheet:
         return _StreamedSheet(self, title, header)
@@ -230,7 +234,12 @@ class _StreamedSheets:
         self.next_index += 1
         self.titles.append(title)
         self.paths.append(path)
-        return self.archive.open(path, "w", force_zip64=True)
+        self.current = self.archive.open(path, "w", force_zip64=True)
+        return self.current
+
+    def close_open(self) -> None:
+        if self.current is not None and not self.current.closed:
+            self.current.close()
 
 
 class _StreamedSheet:

@@ -10,6 +10,7 @@ duplicate report.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import os
 import shutil
@@ -20,6 +21,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import openpyxl
 import pytest
@@ -29,7 +31,7 @@ from domain.models import ImportReport, MailingSummary, RecipientRecord, Recipie
 from domain.refs import ClientRef
 from domain.spec import MailingSpec, Step
 from domain.status import CascadeStatus, Channel, MessageStatus
-from ledger.queries import list_mailings, mailing_figures, search_messages
+from ledger.queries import iter_recipients, list_mailings, mailing_figures, search_messages
 from ledger.report import ReportError, detail_header, write_report
 from ledger.store import Change, Ledger
 from providers.prices import PriceBook
@@ -415,3 +417,21 @@ def test_libreoffice_opens_the_report(tmp_path: Path) -> None:
     assert sheets["Detail"][4][4:8] == ["viber", "delivered", "2026-03-02 09:00:00", "2026-03-02 09:30:00"]
     assert ["delivered", "3", "", ""] in sheets["Summary"] and ["sent", "4", "3", ""] in sheets["Summary"]
     assert sheets["Rejected"][2][1] in ('=HYPERLINK("http://x")', '\'=HYPERLINK("http://x")')  # text, not a link
+
+
+@pytest.mark.parametrize("suffix", [".xlsx", ".csv"])
+def test_a_failure_mid_report_leaves_nothing_behind(
+    ledger: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str
+) -> None:
+    real = iter_recipients
+
+    def two_then_fail(*args: Any) -> Iterator[Any]:
+        yield from itertools.islice(real(*args), 2)
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr("ledger.report.iter_recipients", two_then_fail)
+    out = tmp_path / "out"
+    out.mkdir()
+    with ledger.reading() as conn, pytest.raises(RuntimeError, match="the database went away"):
+        write_report(conn, MAILING, out / f"r{suffix}", PRICES)
+    assert list(out.iterdir()) == []
