@@ -30,11 +30,11 @@ from temporalio import activity
 from temporalio.client import AsyncActivityCancelledError
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
+from domain.channels import definition
 from domain.durations import format_duration
 from domain.models import SendProgress, SendRequest, SendResult
 from domain.refs import ClientRef
-from domain.sms import sms_size
-from domain.status import Channel, MessageStatus
+from domain.status import MessageStatus
 from ledger.store import Change, Ledger
 from providers.base import ProviderAdapter, ProviderUnavailable
 
@@ -101,7 +101,7 @@ class SendActivities:
 
 
 def _record_send(ledger: Ledger, request: SendRequest, result: SendResult, at: datetime) -> None:
-    size = sms_size(request.text) if request.channel is Channel.SMS else None
+    size = definition(request.channel).size(request.text)
     fields = {
         "channel": request.channel.value,
         "account": request.provider,
