@@ -48,13 +48,12 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.progress import count_mailing
+from domain.channels import definition
 from domain.durations import format_duration, parse_duration
 from domain.models import ImportReport, MailingInput, MailingSummary
 from domain.phones import normalize_phone
 from domain.refs import MAILING_ID_PATTERN, mailing_workflow_id
-from domain.sms import sms_size
-from domain.spec import VIBER_TEXT_MAX, MailingSpec, SpecError, load_spec
-from domain.status import Channel
+from domain.spec import MailingSpec, SpecError, load_spec
 from domain.template import MissingVariableError, render
 from ledger.estimate import DEFAULT_HISTORY, StepLoad, forecast, observed_outcomes, render_json, render_text
 from ledger.queries import (
@@ -70,7 +69,7 @@ from ledger.queries import (
 from ledger.report import ReportError, write_report
 from ledger.store import Ledger, LedgerError
 from providers.accounts import AccountError
-from providers.registry import accounts, price_book
+from providers.registry import launch_accounts, price_book
 from recipients.importer import ListRules, ValidSink, open_source, rejected_writer, validate_rows
 from recipients.reader import SUPPORTED_SUFFIXES, RecipientsError, Row, read_file
 from runtime.devstack import StackError, embedded_stack
@@ -101,14 +100,16 @@ def ui_link(settings: Settings, mailing_id: str) -> str:
     return f"{settings.temporal_ui_url}/namespaces/{settings.temporal_namespace}/workflows?query={query}"
 
 
-def checked_spec(path: Path) -> MailingSpec:
-    """Load the spec and check that its texts only use variables the recipients have."""
+def checked_spec(path: Path, settings: Settings) -> MailingSpec:
+    """Load the spec and check what a launch checks (`MailingSpec.launch_problems`: each step's provider
+    account exists and sends its channel, the clock) and that its texts only use variables the recipients have.
+    `validate`, `preview`, `estimate`, `start` and `demo` all begin here, so none of them lets such a spec by."""
     try:
         spec = load_spec(path)
         open_source(spec)
     except (SpecError, RecipientsError) as exc:
         raise CliError(str(exc)) from exc
-    problems = spec.launch_problems(datetime.now(UTC))
+    problems = spec.launch_problems(datetime.now(UTC), launch_accounts(settings))
     if problems:
         raise CliError(f"{path}:\n" + "\n".join(problems))
     return spec
@@ -349,7 +350,7 @@ def print_import_report(report: ImportReport, as_json: bool, out: TextIO = sys.s
 
 
 async def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
-    spec = checked_spec(args.spec)
+    spec = checked_spec(args.spec, settings)
     report = await validate_list(spec, ListRules.of(spec), progress=args.progress)
     print_import_report(report, as_json=False, out=sys.stderr)
     if not report.valid:
@@ -676,7 +677,7 @@ async def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
             raise CliError(f"{args.source}: file not found")
         source, rules = args.source, ListRules(region=args.region, keep_landlines=args.keep_landlines)
     else:
-        source = checked_spec(args.source)
+        source = checked_spec(args.source, settings)
         rules = ListRules.of(source)
     report = await validate_list(source, rules, progress=args.progress, rejected=args.rejected)
     print_import_report(report, args.json)
@@ -702,21 +703,12 @@ def preview_lines(spec: MailingSpec, row: Row) -> list[str]:
             lines.append(f"  error: {exc} in this row (it would be rejected)")
             continue
         lines.extend(f"  | {line}" for line in text.splitlines() or [""])
-        if step.channel is Channel.SMS:
-            size = sms_size(text)
-            lines.append(f"  {size.encoding} · {size.length} chars · {size.parts} part{'s' * (size.parts > 1)}")
-        else:
-            details = [f"text {len(text)}/{VIBER_TEXT_MAX} chars"]
-            if step.image_url:
-                details.append(f"image {step.image_url}")
-            if step.button:
-                details.append(f"button {step.button.caption!r} → {step.button.url}")
-            lines.append("  " + " · ".join(details))
+        lines.append("  " + definition(step.channel).preview(text, step.image_url, step.button))
     return lines
 
 
 async def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
-    spec = checked_spec(args.spec)
+    spec = checked_spec(args.spec, settings)
     try:
         for row in open_source(spec).rows:
             wanted = (
@@ -732,18 +724,12 @@ async def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
     raise CliError(f"no row {args.row} in the recipients" if args.row else "no valid recipient to preview")
 
 
-def step_loads(spec: MailingSpec, known: set[str]) -> list[StepLoad]:
-    """Each step's account (checked against the configured ones) and an empty count of its messages."""
-    plan, loads = spec.cascade(), []
-    for index, step in enumerate(spec.steps):
-        account = plan.provider_for(step)
-        if account not in known:
-            where = f"steps.{index}.provider" if step.provider else "provider"
-            raise CliError(
-                f"{where}: {account!r} is not a configured provider account (known: {', '.join(sorted(known))})"
-            )
-        loads.append(StepLoad(index, step.channel, account, step.expect))
-    return loads
+def step_loads(spec: MailingSpec) -> list[StepLoad]:
+    """Each step's account and an empty count of its messages (checked_spec has checked the accounts)."""
+    plan = spec.cascade()
+    return [
+        StepLoad(index, step.channel, plan.provider_for(step), step.expect) for index, step in enumerate(spec.steps)
+    ]
 
 
 def count_step_loads(spec: MailingSpec, loads: list[StepLoad]) -> ValidSink:
@@ -753,12 +739,14 @@ def count_step_loads(spec: MailingSpec, loads: list[StepLoad]) -> ValidSink:
     def add(row: int, phone: str, variables: dict[str, str], zones: list[str] | None) -> None:
         for load, step in zip(loads, spec.steps, strict=True):
             load.messages += 1
-            if step.channel is Channel.SMS:
-                size = sms_size(render(step.text, variables))
+            rules = definition(step.channel)
+            if not rules.counts_parts:  # one message, one unit: no need to render it
+                load.parts += 1
+            else:
+                size = rules.size(render(step.text, variables))
+                assert size is not None
                 load.parts += size.parts
                 load.encodings[size.encoding.value] = load.encodings.get(size.encoding.value, 0) + 1
-            else:
-                load.parts += 1
 
     return add
 
@@ -768,8 +756,8 @@ async def cmd_estimate(args: argparse.Namespace, settings: Settings) -> int:
     ledger's observed outcome rates (see ledger/estimate.py). Nothing is started or sent."""
     if args.history < 1:
         raise CliError("--history: give at least 1 mailing")
-    spec = checked_spec(args.spec)
-    loads = step_loads(spec, {"sandbox", *accounts(settings)})
+    spec = checked_spec(args.spec, settings)
+    loads = step_loads(spec)
     prices = price_book(settings)
     try:
         report = await validate_list(
@@ -815,7 +803,7 @@ async def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    spec = checked_spec(args.spec)
+    spec = checked_spec(args.spec, settings)
     async with embedded_stack(settings) as stack:
         mailing_id = new_mailing_id(spec.name)
         assert stack.ledger is not None

@@ -29,7 +29,7 @@ from domain.refs import send_task_queue
 from ledger.store import Ledger
 from providers.accounts import AccountError
 from providers.base import ProviderAdapter
-from providers.registry import build_registry, provider_rates
+from providers.registry import build_registry, provider_rates, registry_accounts
 from runtime.logs import configure_logging
 from runtime.settings import Settings, SettingsError
 from runtime.temporal import connect
@@ -66,7 +66,7 @@ def build_workers(
         workflows=[MailingWorkflow, RecipientCascadeWorkflow],
         workflow_runner=SANDBOX,
         activities=[
-            RecipientActivities(settings.data_dir, ledger).import_recipients,
+            RecipientActivities(settings.data_dir, ledger, registry_accounts(providers)).import_recipients,
             DispatchActivities(client, settings.task_queue, rates, settings.default_provider_rate, ledger).dispatch,
             ProgressActivities(client).await_progress,
             ControlActivities(client, settings.data_dir, ledger).broadcast,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,7 +17,9 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from domain.models import ImportReport, ImportRequest, ledger_list
+from domain.spec import ProviderAccount
 from ledger.store import Ledger
+from providers.registry import SANDBOX_ONLY
 from recipients.importer import import_recipients, read_rejected_raw, read_stored_rows
 from recipients.reader import RecipientsError
 
@@ -26,18 +29,23 @@ HEARTBEAT_EVERY = 5.0
 
 
 class RecipientActivities:
-    def __init__(self, data_dir: Path, ledger: Ledger | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, ledger: Ledger | None = None, accounts: Mapping[str, ProviderAccount] | None = None
+    ) -> None:
         """`data_dir`: this worker's scratch space; `ledger`: where lists are shared (None: the file named by
-        the spec, on this worker's disk, as before the ledger)."""
+        the spec, on this worker's disk, as before the ledger); `accounts`: the provider accounts this
+        deployment sends through, with their channels (build_workers passes its registry's; None: the
+        sandbox's, as in tests that run no provider of their own)."""
         self._data_dir = data_dir
         self._ledger = ledger
+        self._accounts = dict(accounts) if accounts is not None else SANDBOX_ONLY
 
     @activity.defn(name="import_recipients")
     async def import_recipients(self, request: ImportRequest) -> ImportReport:
         """Runs in a thread: parsing is CPU-bound and must not stall the worker's event loop, which
         heartbeats meanwhile (a thread cannot)."""
         now = datetime.now(UTC)
-        problems = request.spec.launch_problems(now)
+        problems = request.spec.launch_problems(now, self._accounts)
         if problems:  # the CLI refuses these too; another client might not
             raise ApplicationError("; ".join(problems), type="SpecError", non_retryable=True)
         try:

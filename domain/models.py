@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from domain.channels import definition
 from domain.refs import ClientRef
 from domain.schedule import Schedule, Window
 from domain.spec import Button, CascadePlan, MailingSpec, Step
@@ -216,7 +217,7 @@ class StepState(BaseModel):
         """No report can still change this step (delivered is final where the channel never reads)."""
         if not self.handed_over or self.status.is_final:
             return True
-        return self.status is MessageStatus.DELIVERED and not self.channel.reports_reading
+        return self.status is MessageStatus.DELIVERED and not definition(self.channel).reports_reading
 
     def milestones(self, number: int) -> list[str]:
         """Values for the `StepMilestones` search attribute, e.g. `1:viber:delivered`."""

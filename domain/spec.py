@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, Self
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from domain.channels import definition
 from domain.durations import parse_duration
 from domain.schedule import ALWAYS, Schedule, Speed, aware, next_window
 from domain.status import Channel, MessageStatus
 
-MIN_WAIT = timedelta(seconds=1)
-MAX_WAIT = timedelta(hours=72)
-VIBER_TEXT_MAX = 1000
+LATE_REPORTS_MAX = timedelta(hours=72)
 BUTTON_CAPTION_MAX = 30
 BUTTON_URL_MAX = 2048
 BUTTON_URL_SCHEMES = ("http", "https", "viber", "mailto", "tel")
@@ -71,9 +72,11 @@ class Step(BaseModel):
 
     @field_validator("wait")
     @classmethod
-    def _wait_range(cls, wait: timedelta) -> timedelta:
-        if not MIN_WAIT <= wait <= MAX_WAIT:
-            raise ValueError("must be between 1s and 72h")
+    def _wait_range(cls, wait: timedelta, info: ValidationInfo) -> timedelta:
+        channel = info.data.get("channel")  # absent when the channel itself is invalid: reported there
+        problem = definition(channel).wait_problem(wait) if channel is not None else None
+        if problem:
+            raise ValueError(problem)
         return wait
 
     @field_validator("image_url")
@@ -89,23 +92,10 @@ class Step(BaseModel):
 
     @model_validator(mode="after")
     def _channel_rules(self) -> Self:
-        if self.channel is Channel.SMS:
-            if self.image_url or self.button:
-                raise ValueError("sms steps cannot have an image or a button")
-            if not self.text:
-                raise ValueError("text: an sms step needs a text")
-        else:
-            if len(self.text) > VIBER_TEXT_MAX:
-                raise ValueError(f"text: viber text is {len(self.text)} chars, the limit is {VIBER_TEXT_MAX}")
-            combination = (bool(self.text), bool(self.image_url), bool(self.button))
-            allowed = {(True, False, False), (False, True, False), (True, False, True), (True, True, True)}
-            if combination not in allowed:
-                raise ValueError(
-                    "viber allows text; image; text+button; text+image+button — "
-                    f"not {'+'.join(n for n, on in zip(('text', 'image', 'button'), combination, strict=False) if on)}"
-                )
-        if self.expect is MessageStatus.READ and not self.channel.reports_reading:
-            raise ValueError(f"expect: 'read' is invalid for {self.channel.value}: it never reports reading")
+        rules = definition(self.channel)
+        problem = rules.content_problem(self.text, self.image_url, self.button) or rules.expect_problem(self.expect)
+        if problem:
+            raise ValueError(problem)
         return self
 
 
@@ -135,7 +125,7 @@ class MailingSpec(BaseModel):
     @field_validator("late_reports")
     @classmethod
     def _late_range(cls, late: timedelta) -> timedelta:
-        if not timedelta(0) <= late <= MAX_WAIT:  # every recipient's workflow stays open this long
+        if not timedelta(0) <= late <= LATE_REPORTS_MAX:  # every recipient's workflow stays open this long
             raise ValueError("must be between 0s and 72h")
         return late
 
@@ -162,9 +152,11 @@ class MailingSpec(BaseModel):
             end_at=self.end_at,
         )
 
-    def launch_problems(self, now: datetime) -> list[str]:
-        """Contradictions only the clock reveals: an end in the past, no allowed window before the end."""
-        problems = []
+    def launch_problems(self, now: datetime, accounts: Mapping[str, ProviderAccount]) -> list[str]:
+        """What only the launch can tell, checked by every launch point (CLI `validate`, `start`, `estimate`,
+        the import activity): each step's provider account exists and sends the step's channel (`accounts`:
+        the deployment's, by name); and the clock: an end in the past, no allowed window before the end."""
+        problems = self.provider_problems(accounts)
         if self.end_at is not None and self.end_at <= now:
             problems.append(f"end_at: {self.end_at.isoformat()} is in the past")
         elif self.end_at is not None:
@@ -174,6 +166,31 @@ class MailingSpec(BaseModel):
                     f"schedule: no allowed window ({self.schedule.describe()}) between the start and end_at"
                 )
         return problems
+
+    def provider_problems(self, accounts: Mapping[str, ProviderAccount]) -> list[str]:
+        """`steps.N.provider` (1-based) for each step whose account is unknown or does not send its channel."""
+        problems = []
+        for number, step in enumerate(self.steps, start=1):
+            name = step.provider or self.provider
+            account = accounts.get(name)
+            where = f"steps.{number}.provider"
+            if account is None:
+                known = ", ".join(sorted(accounts))
+                problems.append(f"{where}: {name!r} is not a configured provider account (known: {known})")
+            elif step.channel not in account.channels:
+                sends = ", ".join(sorted(c.value for c in account.channels)) or "nothing"
+                problems.append(
+                    f"{where}: {name!r} ({account.type}) does not send {step.channel.value} (it sends: {sends})"
+                )
+        return problems
+
+
+@dataclass(frozen=True)
+class ProviderAccount:
+    """A provider account as the launch checks see it: its type (`sandbox`, `twilio`, …) and its channels."""
+
+    type: str
+    channels: frozenset[Channel]
 
 
 class CascadePlan(BaseModel):

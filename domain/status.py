@@ -6,13 +6,11 @@ from enum import StrEnum
 
 
 class Channel(StrEnum):
+    """The channels' names, as histories, search attributes and the ledger hold them; what each channel is
+    (its rules, its statuses, its limits) is its definition in domain/channels.py."""
+
     VIBER = "viber"
     SMS = "sms"
-
-    @property
-    def reports_reading(self) -> bool:
-        """Viber tells when a message was read; SMS never does."""
-        return self is Channel.VIBER
 
 
 class MessageStatus(StrEnum):

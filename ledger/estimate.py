@@ -26,6 +26,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
+from domain.channels import definition, known
 from domain.status import Channel, MessageStatus
 from ledger.schema import mailings, messages
 from providers.prices import PriceBook
@@ -271,7 +272,8 @@ def count(value: Fraction) -> int | float:
 
 
 def _channel_name(channel: str) -> str:
-    return {"viber": "Viber", "sms": "SMS"}.get(channel, channel)
+    rules = known(channel)
+    return rules.label if rules is not None else channel
 
 
 def _percent(rate: Fraction) -> str:
@@ -306,12 +308,12 @@ def render_text(result: Forecast, name: str, rows: int, invalid: int, duplicates
         load = step.load
         lines.append(f"step {load.index + 1} · {load.channel} via {load.account} · expect {load.expect}")
         upper = f"  if every recipient reached it: {load.messages:,} messages"
-        if load.channel is Channel.SMS:
+        if definition(load.channel).counts_parts:
             encodings = ", ".join(f"{e} {n:,}" for e, n in sorted(load.encodings.items()))
             upper += f", {load.parts:,} SMS parts ({encodings})"
         lines.append(upper)
         price = "no price" if step.unit is None else f"{step.unit} {result.currency}"
-        per = " per SMS part" if load.channel is Channel.SMS and step.unit is not None else ""
+        per = " per SMS part" if definition(load.channel).counts_parts and step.unit is not None else ""
         lines.append(f"  unit price: {price}{per}")
         outcomes = step.outcomes
         if outcomes.known:
@@ -324,7 +326,7 @@ def render_text(result: Forecast, name: str, rows: int, invalid: int, duplicates
         else:
             lines.append(f"  observed: {outcomes.basis()}")
         lines.append(f"  expected messages: {_span(step.messages, _num)}")
-        if load.channel is Channel.SMS:
+        if definition(load.channel).counts_parts:
             lines.append(f"  expected SMS parts: {_span(step.parts, _num)}")
         lines.append(
             f"  cost: {_span(step.cost, _cost, ' ' + result.currency)}" if step.cost is not None else "  cost: no price"
@@ -369,8 +371,8 @@ def render_json(result: Forecast, name: str, rows: int, invalid: int, duplicates
                 "account": load.account,
                 "expect": load.expect.value,
                 "messages_max": load.messages,
-                "sms_parts_max": load.parts if load.channel is Channel.SMS else None,
-                "encodings": load.encodings if load.channel is Channel.SMS else None,
+                "sms_parts_max": load.parts if definition(load.channel).counts_parts else None,
+                "encodings": load.encodings if definition(load.channel).counts_parts else None,
                 "unit_price": None if step.unit is None else str(step.unit),
                 "history": {
                     "mailings": [m.mailing_id for m in outcomes.mailings],
@@ -383,7 +385,7 @@ def render_json(result: Forecast, name: str, rows: int, invalid: int, duplicates
                     "basis": outcomes.basis(),
                 },
                 "messages": span(step.messages, count),
-                "sms_parts": span(step.parts, count) if load.channel is Channel.SMS else None,
+                "sms_parts": span(step.parts, count) if definition(load.channel).counts_parts else None,
                 "cost": span(step.cost, cost),
             }
         )

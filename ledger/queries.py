@@ -32,6 +32,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 from sqlalchemy import Connection, Result, RowMapping, Select, and_, func, select, text
 
+from domain.channels import known
 from domain.models import MailingSummary
 from domain.spec import MailingSpec
 from ledger.schema import list_entries, mailings, messages, recipients, rejected_rows, reports
@@ -325,7 +326,8 @@ class FiguresBuilder:
             counts = self.funnel.setdefault(channel, Counter(dict.fromkeys(FUNNEL, 0)))
             if m.handed_over:
                 counts["sent"] += 1
-                if channel == "sms":
+                rules = known(m.channel)
+                if rules is not None and rules.counts_parts:  # SMS parts (the only channel billed per part)
                     f.sms_parts += max(m.parts or 1, 1)
                 cost = self.prices.cost(m.account, m.channel, m.parts)
                 if cost is None:

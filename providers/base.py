@@ -11,7 +11,7 @@ from urllib.parse import parse_qsl
 import httpx
 
 from domain.models import SendRequest, SendResult
-from domain.status import MessageStatus
+from domain.status import Channel, MessageStatus
 
 # Transport failures after which the request may have reached the provider (its answer was lost).
 AMBIGUOUS_ERRORS = (httpx.ReadTimeout, httpx.WriteTimeout, httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
@@ -108,7 +108,11 @@ def batch_of(items: Iterable[Any], parse: Callable[[Any], ParsedReport | None], 
 
 
 class ProviderAdapter(Protocol):
-    name: str
+    name: str  # the account's name, as a spec's `provider = "…"` names it
+    # What the adapter is and what it sends, declared by its class: the launch checks refuse a step whose
+    # account does not send its channel, and `send` refuses one that gets through (providers/common.py).
+    provider_type: str  # `type` in the accounts file: sandbox, vonage, infobip, twilio, rapporto
+    channels: frozenset[Channel]
     # Whether the provider recognises a repeated request with the same client reference as the same message.
     # Only then may kaskad resend a message whose first request may have reached it (at-least-once);
     # otherwise it never does (at-most-once), see activities/send.py.

@@ -14,8 +14,11 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from domain.channels import UnsupportedChannel
+from domain.models import SendRequest, SendResult
+from domain.status import Channel
 from providers.accounts import AccountError
-from providers.base import ProviderUnavailable, WebhookRejected, WebhookRequest
+from providers.base import ProviderAdapter, ProviderUnavailable, WebhookRejected, WebhookRequest
 from runtime.logs import log_safe
 
 Config = TypeVar("Config", bound=BaseModel)
@@ -33,6 +36,20 @@ def validate_account(model: type[Config], name: str, raw: Mapping[str, Any], who
             for error in exc.errors(include_input=False, include_url=False)
         ]
         raise AccountError("; ".join(problems)) from None
+
+
+def unsupported_channel(provider_type: str, channels: frozenset[Channel], channel: Channel) -> UnsupportedChannel:
+    """The error for a channel an adapter has no message shape for (never sent as another channel)."""
+    sends = ", ".join(sorted(c.value for c in channels))
+    return UnsupportedChannel(f"{provider_type} does not send {channel.value} (it sends: {sends})")
+
+
+def channel_refusal(adapter: ProviderAdapter, request: SendRequest) -> SendResult | None:
+    """A permanent refusal when the adapter does not send the request's channel, else None. The launch checks
+    refuse such a step; a mailing started past them (another client) still never sends it as something else."""
+    if request.channel in adapter.channels:
+        return None
+    return SendResult(rejected=str(unsupported_channel(adapter.provider_type, adapter.channels, request.channel)))
 
 
 def retry_after(value: str | None, now: datetime | None = None) -> float | None:

@@ -31,9 +31,11 @@ from providers.base import (
 from providers.common import (
     authenticate_by_url_secret,
     bad_fields,
+    channel_refusal,
     check_networks,
     load_json,
     raise_if_worth_retrying,
+    unsupported_channel,
     validate_account,
     with_secret,
 )
@@ -156,6 +158,8 @@ class _Result(BaseModel):
 
 
 class InfobipAdapter:
+    provider_type = "infobip"
+    channels = frozenset({Channel.SMS, Channel.VIBER})
     deduplicates = False  # not documented to de-duplicate by messageId
     """Sends through one Infobip account and reads the reports posted to its callback URL."""
 
@@ -185,6 +189,8 @@ class InfobipAdapter:
                 },
             }
             return SMS_PATH, {"messages": [message]}
+        if request.channel is not Channel.VIBER:
+            raise unsupported_channel(self.provider_type, self.channels, request.channel)
         message = {
             "sender": request.sender,
             "destinations": [destination],
@@ -223,6 +229,9 @@ class InfobipAdapter:
         delivery report still finds the recipient through callbackData/messageId. Only failures that prove the
         request never arrived (connect errors, pool timeout) and explicit 429/5xx answers are retried.
         """
+        refusal = channel_refusal(self, request)
+        if refusal is not None:
+            return refusal
         path, body = self.request_body(request)
         headers = {
             "Authorization": f"App {self._config.api_key.get_secret_value()}",

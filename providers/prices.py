@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from domain.status import Channel
+from domain.channels import DEFINITIONS, known
 from providers.accounts import AccountError
 
 
@@ -39,7 +39,8 @@ class PriceBook:
         unit = self.unit(account, channel)
         if unit is None:
             return None
-        return unit * max(parts or 1, 1) if channel == Channel.SMS.value else unit
+        rules = known(channel)
+        return unit * max(parts or 1, 1) if rules is not None and rules.counts_parts else unit
 
 
 def parse_prices(raw: Any, where: str) -> dict[str, Decimal]:
@@ -48,8 +49,8 @@ def parse_prices(raw: Any, where: str) -> dict[str, Decimal]:
         raise AccountError(f"{where}: expected a table like {{ sms = 2.35, viber = 0.95 }}")
     prices: dict[str, Decimal] = {}
     for channel, value in raw.items():
-        if channel not in {c.value for c in Channel}:
-            raise AccountError(f"{where}.{channel}: not a channel ({', '.join(c.value for c in Channel)})")
+        if known(channel) is None:
+            raise AccountError(f"{where}.{channel}: not a channel ({', '.join(c.value for c in DEFINITIONS)})")
         if isinstance(value, bool) or not isinstance(value, int | float | str):
             raise AccountError(f"{where}.{channel}: expected a number, got {value!r}")
         try:

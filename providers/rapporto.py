@@ -38,9 +38,11 @@ from providers.base import ParsedReport, ProviderUnavailable, WebhookRejected, W
 from providers.common import (
     authenticate_by_url_secret,
     bad_fields,
+    channel_refusal,
     check_networks,
     load_json,
     raise_if_worth_retrying,
+    unsupported_channel,
     validate_account,
     with_secret,
 )
@@ -115,6 +117,8 @@ class RapportoReport(BaseModel):
 
 
 class RapportoAdapter:
+    provider_type = "rapporto"
+    channels = frozenset({Channel.SMS, Channel.VIBER})
     deduplicates = True  # by the partner message `id`, which is our client reference
 
     def __init__(self, name: str, config: RapportoConfig, http: httpx.AsyncClient, webhook_url: str) -> None:
@@ -127,6 +131,9 @@ class RapportoAdapter:
     async def send(self, request: SendRequest) -> SendResult:
         """POST one message. Transport errors, even ambiguous ones (read timeout after the request went out),
         raise ProviderUnavailable: the retry carries the same `id`, which Rapporto de-duplicates."""
+        refusal = channel_refusal(self, request)
+        if refusal is not None:
+            return refusal
         message = self._message(request)
         if isinstance(message, SendResult):
             return message
@@ -166,6 +173,8 @@ class RapportoAdapter:
                     "ttlUnit": "MINUTES",
                 },
             }
+        if request.channel is not Channel.VIBER:
+            raise unsupported_channel(self.provider_type, self.channels, request.channel)
         content = _viber_content(request)
         if content is None:
             return SendResult(rejected="viber content must be text, image, text+button or text+image+button")

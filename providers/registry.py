@@ -7,6 +7,8 @@ from typing import Any
 
 import httpx
 
+from domain.spec import ProviderAccount
+from domain.status import Channel
 from providers import infobip, rapporto, twilio, vonage
 from providers.accounts import AccountError, load_accounts
 from providers.base import ProviderAdapter
@@ -20,6 +22,16 @@ ADAPTER_TYPES: dict[str, Callable[[str, Mapping[str, Any], httpx.AsyncClient, st
     "infobip": infobip.build,
     "twilio": twilio.build,
     "rapporto": rapporto.build,
+}
+# The accounts of a deployment without a providers file: the built-in sandbox only.
+SANDBOX_ONLY = {"sandbox": ProviderAccount(SandboxAdapter.provider_type, SandboxAdapter.channels)}
+# type → the channels its adapter class declares (what the launch checks read without building adapters)
+CHANNELS_BY_TYPE: dict[str, frozenset[Channel]] = {
+    SandboxAdapter.provider_type: SandboxAdapter.channels,
+    vonage.VonageAdapter.provider_type: vonage.VonageAdapter.channels,
+    infobip.InfobipAdapter.provider_type: infobip.InfobipAdapter.channels,
+    twilio.TwilioAdapter.provider_type: twilio.TwilioAdapter.channels,
+    rapporto.RapportoAdapter.provider_type: rapporto.RapportoAdapter.channels,
 }
 
 
@@ -46,6 +58,23 @@ def build_registry(settings: Settings, http: httpx.AsyncClient) -> dict[str, Pro
 
 def accounts(settings: Settings) -> dict[str, dict[str, Any]]:
     return load_accounts(settings.providers_file) if settings.providers_file else {}
+
+
+def launch_accounts(settings: Settings) -> dict[str, ProviderAccount]:
+    """Each account a spec may name (the sandbox always), with its type and channels: what the CLI's launch
+    checks (`MailingSpec.launch_problems`) compare each step against."""
+    found = dict(SANDBOX_ONLY)
+    for name, account in accounts(settings).items():
+        kind = str(account["type"])
+        if kind not in ADAPTER_TYPES:
+            raise AccountError(f"{name}.type: {account['type']!r} is not one of {', '.join(ADAPTER_TYPES)}")
+        found[name] = ProviderAccount(kind, CHANNELS_BY_TYPE[kind])
+    return found
+
+
+def registry_accounts(providers: Mapping[str, ProviderAdapter]) -> dict[str, ProviderAccount]:
+    """The same, from the adapters a worker built: what its import activity checks a mailing against."""
+    return {name: ProviderAccount(adapter.provider_type, adapter.channels) for name, adapter in providers.items()}
 
 
 def price_book(settings: Settings) -> PriceBook:

@@ -10,9 +10,9 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from domain.models import SendRequest, SendResult
-from domain.status import MessageStatus
+from domain.status import Channel, MessageStatus
 from providers.base import AMBIGUOUS_ERRORS, ParsedReport, ProviderUnavailable, WebhookRejected, WebhookRequest
-from providers.common import MAY_HAVE_ARRIVED, load_json
+from providers.common import MAY_HAVE_ARRIVED, channel_refusal, load_json
 
 SIGNATURE_HEADER = "X-Sandbox-Signature"
 
@@ -32,6 +32,8 @@ class SandboxReport(BaseModel):
 
 class SandboxAdapter:
     name = "sandbox"
+    provider_type = "sandbox"
+    channels = frozenset({Channel.VIBER, Channel.SMS})  # sandbox/outcomes.py's CHANNELS (a test checks)
 
     def __init__(
         self,
@@ -50,6 +52,9 @@ class SandboxAdapter:
         self.deduplicates = deduplicates
 
     async def send(self, request: SendRequest) -> SendResult:
+        refusal = channel_refusal(self, request)
+        if refusal is not None:
+            return refusal
         body = {
             "client_ref": request.client_ref,
             "channel": request.channel.value,

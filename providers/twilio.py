@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr, model_validator
 from domain.models import SendRequest, SendResult
 from domain.status import Channel, MessageStatus
 from providers.base import AMBIGUOUS_ERRORS, ParsedReport, ProviderUnavailable, WebhookRejected, WebhookRequest
-from providers.common import raise_if_worth_retrying, validate_account
+from providers.common import channel_refusal, raise_if_worth_retrying, validate_account
 
 SIGNATURE_HEADER = "X-Twilio-Signature"
 API_VERSION = "2010-04-01"
@@ -92,8 +92,11 @@ def url_variants(url: str) -> list[str]:
 
 
 class TwilioAdapter:
-    deduplicates = False
     """Sends SMS through one Twilio account and reads its status callbacks."""
+
+    provider_type = "twilio"
+    channels = frozenset({Channel.SMS})
+    deduplicates = False
 
     def __init__(self, name: str, config: TwilioConfig, http: httpx.AsyncClient, webhook_url: str) -> None:
         self.name = name
@@ -117,8 +120,9 @@ class TwilioAdapter:
         message id); if none ever comes, the step times out and the cascade moves on. Only failures that
         certainly happened before Twilio saw the request (connect, pool) raise ProviderUnavailable.
         """
-        if request.channel is not Channel.SMS:
-            return SendResult(rejected="twilio sends SMS only")
+        refusal = channel_refusal(self, request)
+        if refusal is not None:
+            return refusal
         phone = request.phone if request.phone.startswith("+") else f"+{request.phone}"
         form = {"To": phone}
         if self._config.messaging_service_sid is not None:

@@ -28,7 +28,7 @@ from domain.models import SendRequest, SendResult
 from domain.status import Channel, MessageStatus
 from providers.accounts import AccountError
 from providers.base import AMBIGUOUS_ERRORS, ParsedReport, ProviderUnavailable, WebhookRejected, WebhookRequest
-from providers.common import load_json, raise_if_worth_retrying, validate_account
+from providers.common import channel_refusal, load_json, raise_if_worth_retrying, unsupported_channel, validate_account
 
 # SMS `ttl` (seconds): Vonage attempts delivery for 72 h by default and documents no lower bound for the
 # Messages API; 20 s is the lower bound of its older SMS API, kept as a floor so a tiny wait is still sendable.
@@ -105,8 +105,11 @@ class VonageStatusReport(BaseModel):
 
 
 class VonageAdapter:
-    deduplicates = False
     """Sends through `POST {base_url}/v1/messages` and parses the signed status webhooks."""
+
+    provider_type = "vonage"
+    channels = frozenset({Channel.SMS, Channel.VIBER})
+    deduplicates = False
 
     def __init__(
         self, name: str, config: VonageConfig, key: RSAPrivateKey, http: httpx.AsyncClient, webhook_url: str
@@ -155,6 +158,8 @@ class VonageAdapter:
                 "ttl": _clamp(ttl, SMS_TTL_MIN, SMS_TTL_MAX),
                 "sms": {"encoding_type": "auto"},
             }
+        if request.channel is not Channel.VIBER:
+            raise unsupported_channel(self.provider_type, self.channels, request.channel)
         viber: dict[str, Any] = {
             "category": self.config.viber_category,
             "ttl": _clamp(ttl, VIBER_TTL_MIN, VIBER_TTL_MAX),
@@ -181,6 +186,9 @@ class VonageAdapter:
         response) it returns `SendResult(unconfirmed=True)`: the message counts as handed over, and its
         status webhook, which carries our `client_ref`, still finds the recipient.
         """
+        refusal = channel_refusal(self, request)
+        if refusal is not None:
+            return refusal
         headers = {"Authorization": f"Bearer {self.application_token()}", "Accept": "application/json"}
         try:
             response = await self._http.post(self._url, json=self.message_body(request), headers=headers)

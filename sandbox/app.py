@@ -21,7 +21,7 @@ from domain.spec import Button
 from domain.status import Channel, MessageStatus
 from providers.sandbox import SIGNATURE_HEADER, sign
 from sandbox.delivery import Reporter, post_until_accepted
-from sandbox.outcomes import ERROR_CODES, planned_reports
+from sandbox.outcomes import CHANNELS, ERROR_CODES, planned_reports
 
 log = logging.getLogger("kaskad.sandbox")
 
@@ -73,6 +73,8 @@ def create_app(config: SandboxConfig) -> FastAPI:
     async def send(message: MessageIn) -> JSONResponse:
         if not message.to.startswith("+") or not message.to[1:].isdigit():
             return JSONResponse({"error": "invalid destination"}, status_code=400)
+        if message.channel not in CHANNELS:
+            return JSONResponse({"error": f"the sandbox does not send {message.channel.value}"}, status_code=400)
         known = state.messages.get(message.client_ref)
         if known is not None:  # a retried send: same message, nothing new is delivered
             known.requests += 1

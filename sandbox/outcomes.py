@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from domain.channels import UnsupportedChannel
 from domain.status import Channel, MessageStatus
 
 # Reports the sandbox posts, in order, after accepting a message. An empty tuple: no report at all.
@@ -16,10 +17,15 @@ _SMS: dict[str, tuple[MessageStatus, ...]] = {
     "9": (MessageStatus.UNDELIVERED,),
 }
 
+# A channel's rules and its error code for undelivered messages; a channel without them is refused (400).
+RULES: dict[Channel, dict[str, tuple[MessageStatus, ...]]] = {Channel.VIBER: _VIBER, Channel.SMS: _SMS}
 ERROR_CODES = {Channel.VIBER: "not-viber-user", Channel.SMS: "absent-subscriber"}
+CHANNELS = frozenset(RULES)
 
 
 def planned_reports(channel: Channel, phone: str) -> tuple[MessageStatus, ...]:
     """The statuses the sandbox will report for a message on `channel` to `phone`."""
-    table = _VIBER if channel is Channel.VIBER else _SMS
+    table = RULES.get(channel)
+    if table is None:
+        raise UnsupportedChannel(f"the sandbox does not send {channel.value}")
     return table[phone[-1]]

@@ -13,15 +13,19 @@ from pathlib import Path
 import httpx
 import pytest
 from temporalio.client import WorkflowExecutionStatus
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 from temporalio.testing import ActivityEnvironment
 
 from activities.dispatch import DispatchActivities
-from domain.models import DispatchRequest, DispatchResult, SendRequest
+from activities.recipients import RecipientActivities
+from domain.models import DispatchRequest, DispatchResult, ImportRequest, SendRequest
 from domain.refs import recipient_workflow_id
-from domain.spec import CascadePlan, Step, load_spec
+from domain.spec import CascadePlan, MailingSpec, Step, load_spec
 from domain.status import Channel
-from providers.registry import build_registry
+from providers import twilio
+from providers.base import ProviderAdapter
+from providers.registry import build_registry, registry_accounts
 from providers.sandbox import SandboxAdapter
 from runtime.devstack import Stack
 from starter import start_mailing
@@ -158,3 +162,39 @@ async def test_each_provider_sends_through_its_own_rate_capped_task_queue(stack:
     assert set(by_queue) == {"wiring", "wiring-send-sandbox"}
     assert by_queue["wiring-send-sandbox"].get("max_task_queue_activities_per_second") == 7.5
     assert by_queue["wiring"].get("max_task_queue_activities_per_second") is None
+
+
+async def test_the_import_refuses_unknown_accounts_and_unsupported_channels(tmp_path: Path) -> None:
+    """Another client may start a mailing without the CLI's checks: the import activity makes them too, against
+    the adapters the worker built (`build_workers` passes `registry_accounts` of its registry)."""
+    async with httpx.AsyncClient() as http:
+        providers: dict[str, ProviderAdapter] = {
+            "sandbox": SandboxAdapter(http, "http://127.0.0.1:9", "http://127.0.0.1:9/unused", "x"),
+            "twilio-main": twilio.build(
+                "twilio-main",
+                {"type": "twilio", "account_sid": "AC1", "auth_token": "t", "from_number": "+15550001"},
+                http,
+                "http://127.0.0.1:9/unused",
+            ),
+        }
+    activities = RecipientActivities(tmp_path, accounts=registry_accounts(providers))
+
+    def request(viber_provider: str, sms_provider: str) -> ImportRequest:
+        steps = [
+            {"channel": "viber", "sender": "S", "text": "hi", "wait": "5m", "provider": viber_provider},
+            {"channel": "sms", "sender": "S", "text": "hi", "wait": "5m", "provider": sms_provider},
+        ]
+        spec = MailingSpec.model_validate({"name": "T", "numbers": ["+79990000001"], "steps": steps})
+        return ImportRequest(mailing_id=f"check-{uuid.uuid4().hex[:6]}", spec=spec)
+
+    with pytest.raises(ApplicationError) as refused:
+        await ActivityEnvironment().run(activities.import_recipients, request("twilio-main", "sandbx"))
+    assert refused.value.non_retryable and refused.value.type == "SpecError"
+    assert refused.value.message == (
+        "steps.1.provider: 'twilio-main' (twilio) does not send viber (it sends: sms); "
+        "steps.2.provider: 'sandbx' is not a configured provider account (known: sandbox, twilio-main)"
+    )
+    assert not list(tmp_path.iterdir())  # noqa: ASYNC240  (refused before anything was read or written)
+
+    report = await ActivityEnvironment().run(activities.import_recipients, request("sandbox", "twilio-main"))
+    assert report.valid == 1

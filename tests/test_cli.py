@@ -130,3 +130,63 @@ def test_a_broken_provider_account_is_a_clear_error_naming_the_field(tmp_path: P
     assert result.returncode == 1
     assert "error: sms-main.from_number|messaging_service_sid: " in result.stderr
     assert "secret-token" not in result.stderr + result.stdout
+
+
+def cascade_spec(tmp_path: Path, viber_provider: str, sms_provider: str) -> Path:
+    (tmp_path / "list.csv").write_text("phone\n+79990000001\n", encoding="utf-8")
+    spec = tmp_path / "spec.toml"
+    spec.write_text(
+        'name = "Providers"\nrecipients = "list.csv"\n'
+        f'[[steps]]\nchannel = "viber"\nsender = "Shop"\ntext = "Hi"\nwait = "5m"\nprovider = "{viber_provider}"\n'
+        f'[[steps]]\nchannel = "sms"\nsender = "Shop"\ntext = "Hi"\nwait = "5m"\nprovider = "{sms_provider}"\n',
+        encoding="utf-8",
+    )
+    return spec
+
+
+def run_with_accounts(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI with a providers file of one Twilio account (SMS only) and nothing to reach: any launch that
+    got past the checks would fail on Temporal (port 9) and leave a ledger file behind."""
+    accounts = tmp_path / "providers.toml"
+    accounts.write_text(
+        '[twilio-main]\ntype = "twilio"\naccount_sid = "AC1"\nauth_token = "t"\nfrom_number = "+15550001"\n',
+        encoding="utf-8",
+    )
+    return subprocess.run(
+        [sys.executable, str(ROOT / "starter.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={
+            "PATH": "",
+            "KASKAD_PROVIDERS_FILE": str(accounts),
+            "KASKAD_TEMPORAL_ADDRESS": "127.0.0.1:9",
+            "KASKAD_DATA_DIR": str(tmp_path / "data"),
+        },
+    )
+
+
+def test_validate_and_start_refuse_an_unknown_provider_account_and_an_unsupported_channel(tmp_path: Path) -> None:
+    spec = cascade_spec(tmp_path, viber_provider="twilio-main", sms_provider="sandbx")
+    for command in (["validate", str(spec)], ["start", str(spec)], ["estimate", str(spec)]):
+        result = run_with_accounts(tmp_path, *command)
+        assert result.returncode == 1, (command, result.stderr)
+        assert result.stdout == ""
+        assert result.stderr.startswith("error: "), result.stderr
+        assert "steps.1.provider: 'twilio-main' (twilio) does not send viber (it sends: sms)\n" in result.stderr
+        assert (
+            "steps.2.provider: 'sandbx' is not a configured provider account (known: sandbox, twilio-main)\n"
+            in result.stderr
+        )
+        assert "started" not in result.stderr
+    assert not (tmp_path / "data").exists()  # nothing reached the ledger, let alone Temporal
+
+    fine = run_with_accounts(tmp_path, "validate", str(cascade_spec(tmp_path, "sandbox", "twilio-main")))
+    assert fine.returncode == 0, fine.stderr
+
+
+def test_validate_a_bare_list_has_no_steps_to_check(tmp_path: Path) -> None:
+    path = tmp_path / "list.csv"
+    path.write_text("phone\n+79990000001\n", encoding="utf-8")
+    assert run_with_accounts(tmp_path, "validate", str(path)).returncode == 0

@@ -22,6 +22,7 @@ from domain.spec import MailingSpec
 from domain.status import MessageStatus
 from ledger.store import Change, Ledger
 from recipients.importer import ListRules
+from runtime.settings import Settings
 
 PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 DAY = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -262,14 +263,17 @@ def test_an_unknown_provider_account_is_named_by_its_field(
 ) -> None:
     code, out, err = estimate(capsys, str(write_spec(tmp_path, sms_provider="nope")))
     assert code == 1 and out == ""
-    assert "error: steps.1.provider: 'nope' is not a configured provider account (known: sandbox)" in err
+    assert (
+        err.startswith("error: ")
+        and "\nsteps.2.provider: 'nope' is not a configured provider account (known: sandbox)\n" in err
+    )
 
 
 def test_the_list_is_validated_as_validate_does(
     ledger: Ledger, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     spec = write_spec(tmp_path)
-    checked = starter.checked_spec(spec)  # what `validate SPEC` runs
+    checked = starter.checked_spec(spec, Settings())  # what `validate SPEC` runs
     validated = asyncio.run(starter.validate_list(checked, ListRules.of(checked), progress=False))
     result = estimate_json(capsys, str(spec))
     assert result["recipients"] == {

@@ -134,7 +134,9 @@ async def test_a_mailing_logs_no_unmasked_number(
         encoding="utf-8",
     )
     assert stack.ledger is not None
-    handle = await start_mailing(stack.client, stack.settings, stack.ledger, checked_spec(spec), mailing_id)
+    handle = await start_mailing(
+        stack.client, stack.settings, stack.ledger, checked_spec(spec, stack.settings), mailing_id
+    )
     secret = stack.settings.webhook_secret
     assert secret is not None
     webhook = f"{stack.settings.webhook_base_url}/webhooks/sandbox"

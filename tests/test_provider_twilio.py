@@ -120,7 +120,7 @@ async def test_messaging_service_variant(env: Env) -> None:
 
 async def test_viber_is_rejected_without_a_request(env: Env) -> None:
     result = await env.adapter.send(sms().model_copy(update={"channel": Channel.VIBER}))
-    assert result == SendResult(rejected="twilio sends SMS only")
+    assert result == SendResult(rejected="twilio does not send viber (it sends: sms)")
     assert env.state.requests == []
 
 

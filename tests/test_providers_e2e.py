@@ -151,13 +151,12 @@ async def test_a_viber_then_sms_mailing_through_a_real_adapter(providers: Provid
     await assert_no_secret_in_history(providers, mailing_id)
 
 
-async def test_twilio_refuses_viber_so_every_recipient_falls_back_to_sms(providers: ProviderStack) -> None:
-    mailing_id, summary = await run_mailing(providers, "twilio-test")
-    assert summary.status == "completed"
-    assert summary.outcomes == {"delivered": 9, "undelivered": 1, "not_sent": 0}
-    assert summary.delivered_by_channel == {"viber": 0, "sms": 9}
-    assert summary.channels["viber"]["undelivered"] == 10  # refused at once, no wait
-    await assert_no_secret_in_history(providers, mailing_id)
+async def test_a_viber_step_on_twilio_is_refused_before_anything_is_sent(providers: ProviderStack) -> None:
+    """Started without the CLI's checks, the mailing still fails in its import: Twilio sends SMS only."""
+    _, summary = await run_mailing(providers, "twilio-test")
+    assert summary.status == "aborted" and summary.error is not None, summary
+    assert "steps.1.provider: 'twilio-test' (twilio) does not send viber (it sends: sms)" in summary.error
+    assert summary.dispatched == 0 and summary.channels.get("viber", {}).get("sent", 0) == 0
 
 
 def readable(history_json: str) -> str:

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from domain.schedule import Schedule, Speed, Window, aware, has_common_window, next_window, windows, zone
-from domain.spec import MailingSpec, SpecError, load_spec
+from domain.spec import MailingSpec, ProviderAccount, SpecError, load_spec
+from domain.status import Channel
 
 MSK, BERLIN = "Europe/Moscow", "Europe/Berlin"
 
@@ -192,6 +193,9 @@ def test_contradictions_name_the_field(tmp_path: Path, head: str, message: str) 
         load_spec(spec_file(tmp_path, head))
 
 
+SANDBOX = {"sandbox": ProviderAccount("sandbox", frozenset(Channel))}
+
+
 def test_launch_problems_need_the_clock() -> None:
     base = {
         "name": "T",
@@ -200,10 +204,10 @@ def test_launch_problems_need_the_clock() -> None:
     }
     now = local(MSK, 2026, 12, 1, 12)
     past = MailingSpec.model_validate(base | {"end_at": "2026-12-01T11:00"})
-    assert past.launch_problems(now) == ["end_at: 2026-12-01T11:00:00+03:00 is in the past"]
+    assert past.launch_problems(now, SANDBOX) == ["end_at: 2026-12-01T11:00:00+03:00 is in the past"]
     no_window = MailingSpec.model_validate(base | {"start_at": "2026-12-01T23:30", "end_at": "2026-12-02T09:00"})
-    assert no_window.launch_problems(now) == [
+    assert no_window.launch_problems(now, SANDBOX) == [
         "schedule: no allowed window (every day 10:00-23:00 Europe/Moscow) between the start and end_at"
     ]
     fine = MailingSpec.model_validate(base | {"end_at": "2026-12-02T11:00"})
-    assert fine.launch_problems(now) == []
+    assert fine.launch_problems(now, SANDBOX) == []

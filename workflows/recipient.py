@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
         SEND_GIVE_UP_AFTER,
         SendActivities,
     )
+    from domain.channels import definition
     from domain.models import (
         Control,
         DeliveryReport,
@@ -39,8 +40,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from domain.refs import ClientRef, send_task_queue
     from domain.schedule import Window
-    from domain.sms import sms_size
-    from domain.status import CascadeStatus, Channel, MessageStatus, advance
+    from domain.status import CascadeStatus, MessageStatus, advance
     from domain.template import MissingVariableError, render
     from workflows.search_attributes import CASCADE_STATUS, DELIVERED_CHANNEL, STEP_MILESTONES
 
@@ -250,7 +250,7 @@ class RecipientCascadeWorkflow:
                 text = render(step_spec.text, input.variables) if step.handed_over else None
             except MissingVariableError:
                 text = None
-            size = sms_size(text) if text is not None and step_spec.channel is Channel.SMS else None
+            size = definition(step_spec.channel).size(text) if text is not None else None
             sends.append(
                 None
                 if text is None
