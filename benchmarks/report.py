@@ -155,8 +155,8 @@ def fill(url: str, n: int) -> None:
                 if first["timed_out"] and first["status"] == "delivered":
                     at = first["delivered_at"]
                     ref = first["client_ref"]
-                    late.append({"key": ref[-64:], "client_ref": ref, "account": "sandbox", "status": "delivered",
-                                 "at": at, "received_at": at, "late": True})  # fmt: skip
+                    late.append({"key": ref[-64:], "client_ref": ref, "mailing_id": MAILING, "account": "sandbox",
+                                 "status": "delivered", "at": at, "received_at": at, "late": True})  # fmt: skip
                 if len(entries) >= BATCH:
                     flush()
             flush()

@@ -360,7 +360,7 @@ class FiguresBuilder:
 
 def late_reports(conn: Connection, mailing_id: str) -> int:
     """Reports recorded after their workflow had closed (ids are letters, digits and '-': no LIKE wildcards)."""
-    query = select(func.count()).where(reports.c.late.is_(True), reports.c.client_ref.like(f"{mailing_id}/%"))
+    query = select(func.count()).where(reports.c.mailing_id == mailing_id, reports.c.late.is_(True))
     return int(conn.execute(query).scalar_one())
 
 

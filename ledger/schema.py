@@ -159,6 +159,7 @@ reports = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("key", String(64), nullable=False, unique=True),  # the same report again is not recorded twice
     Column("client_ref", String(80), nullable=False),
+    Column("mailing_id", String(48), nullable=False),
     Column("account", Text, nullable=False),
     Column("status", String(16), nullable=False),
     Column("message_id", String(200)),
@@ -170,3 +171,4 @@ reports = Table(
     Column("foreign", Boolean, nullable=False, default=False),
 )
 Index("ix_reports_client_ref", reports.c.client_ref)
+Index("ix_reports_mailing", reports.c.mailing_id, reports.c.late)

@@ -385,6 +385,7 @@ class Ledger:
                 .values(
                     key=key,
                     client_ref=str(ref),
+                    mailing_id=ref.mailing_id,
                     account=account,
                     status=report.status.value,
                     message_id=message_id,

@@ -117,6 +117,7 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("key", sa.String(length=64), nullable=False),
         sa.Column("client_ref", sa.String(length=80), nullable=False),
+        sa.Column("mailing_id", sa.String(length=48), nullable=False),
         sa.Column("account", sa.Text(), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("message_id", sa.String(length=200), nullable=True),
@@ -130,6 +131,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("reports", schema=None) as batch_op:
         batch_op.create_index("ix_reports_client_ref", ["client_ref"], unique=False)
+        batch_op.create_index("ix_reports_mailing", ["mailing_id", "late"], unique=False)
 
     op.create_table(
         "uploads",
@@ -143,6 +145,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("uploads")
     with op.batch_alter_table("reports", schema=None) as batch_op:
+        batch_op.drop_index("ix_reports_mailing")
         batch_op.drop_index("ix_reports_client_ref")
 
     op.drop_table("reports")
