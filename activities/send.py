@@ -53,6 +53,7 @@ RECORD_TIMEOUT = timedelta(seconds=5)  # the awaited heartbeat that records a re
 END_DATE_REACHED = "EndDateReached"  # nothing was sent: the end date came first
 NOT_SENT_RETRY_SAFE = "NotSentRetrySafe"  # nothing of this send reached the provider; sending again is safe
 PROVIDER_GAVE_UP = "ProviderGaveUp"  # the provider stayed unavailable for SEND_GIVE_UP_AFTER
+ACCOUNT_REFUSED = "AccountRefused"  # the provider refused the account (401/403) and the step can fail over
 
 
 class SendActivities:
@@ -109,10 +110,13 @@ class _Sender:
                 if not self.request.retries_inside:  # a workflow started before retries moved in here
                     await self._record(SendProgress(posting=False))
                     raise _retry_by_temporal(exc) from exc
+                if exc.account_refused and self.request.fail_over:
+                    raise ApplicationError(str(exc), type=ACCOUNT_REFUSED, non_retryable=True) from exc
                 failing_since = failing_since or _now()
-                if _now() - failing_since >= SEND_GIVE_UP_AFTER:
+                give_up_after = self.request.give_up_after or SEND_GIVE_UP_AFTER
+                if _now() - failing_since >= give_up_after:
                     raise ApplicationError(
-                        f"{exc} (unavailable for {format_duration(SEND_GIVE_UP_AFTER)})",
+                        f"{exc} (unavailable for {format_duration(give_up_after)})",
                         type=PROVIDER_GAVE_UP,
                         non_retryable=True,
                     ) from exc

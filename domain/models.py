@@ -135,6 +135,10 @@ class SendRequest(BaseModel):
     # The activity retries an outage itself (the workflow runs it once). False: it makes one request and
     # leaves retries to Temporal, as workflows started before issue 9 schedule it.
     retries_inside: bool = False
+    # Another of the step's accounts follows this one: an account the provider refuses (401/403) gives up at
+    # once, and an outage after `give_up_after` (not the full hour), so that the step fails over.
+    fail_over: bool = False
+    give_up_after: timedelta | None = None
 
     @classmethod
     def for_step(cls, ref: ClientRef, plan: CascadePlan, step: Step, text: str) -> SendRequest:

@@ -18,6 +18,7 @@ from domain.schedule import ALWAYS, Schedule, Speed, aware, next_window
 from domain.status import Channel, MessageStatus
 
 LATE_REPORTS_MAX = timedelta(hours=72)
+FAILOVER_AFTER_MAX = timedelta(hours=1)
 BUTTON_CAPTION_MAX = 30
 BUTTON_URL_MAX = 2048
 BUTTON_URL_SCHEMES = ("http", "https", "viber", "mailto", "tel")
@@ -66,9 +67,11 @@ class Step(BaseModel):
     button: Button | None = None
     wait: timedelta
     expect: Literal[MessageStatus.DELIVERED, MessageStatus.READ] = MessageStatus.DELIVERED
-    provider: str | None = None  # overrides the mailing's provider for this step
+    # overrides the mailing's provider for this step; a list fails over from one account to the next
+    provider: str | list[str] | None = None
 
     _parse_wait = field_validator("wait", mode="before")(_duration)
+    _check_providers = field_validator("provider")(lambda value: _accounts_list(value))
 
     @field_validator("wait")
     @classmethod
@@ -112,7 +115,9 @@ class MailingSpec(BaseModel):
     phone_column: str | int | None = None  # header name or 1-based number; default detected, else column 1
     region: str = Field(default="RU", pattern=r"^[A-Z]{2}$")
     keep_landlines: bool = False  # fixed-line numbers are refused as "not a mobile number" unless kept
-    provider: str = "sandbox"
+    provider: str | list[str] = "sandbox"  # a list: the accounts a step fails over through, in order
+    # How long an account that is not a step's last may fail (outage) before the step goes to the next one.
+    failover_after: timedelta = timedelta(minutes=1)
     late_reports: timedelta = timedelta(minutes=10)
     start_at: datetime | None = None  # naive: Moscow time
     end_at: datetime | None = None
@@ -121,6 +126,15 @@ class MailingSpec(BaseModel):
     steps: list[Step] = Field(min_length=1, max_length=10)
 
     _parse_late = field_validator("late_reports", mode="before")(_duration)
+    _parse_failover = field_validator("failover_after", mode="before")(_duration)
+    _check_providers = field_validator("provider")(lambda value: _accounts_list(value))
+
+    @field_validator("failover_after")
+    @classmethod
+    def _failover_range(cls, after: timedelta) -> timedelta:
+        if not timedelta(seconds=1) <= after <= FAILOVER_AFTER_MAX:
+            raise ValueError("must be between 1s and 1h")
+        return after
 
     @field_validator("late_reports")
     @classmethod
@@ -147,6 +161,7 @@ class MailingSpec(BaseModel):
         return CascadePlan(
             steps=self.steps,
             provider=self.provider,
+            failover_after=self.failover_after,
             late_reports=self.late_reports,
             schedule=self.schedule,
             end_at=self.end_at,
@@ -171,17 +186,17 @@ class MailingSpec(BaseModel):
         """`steps.N.provider` (1-based) for each step whose account is unknown or does not send its channel."""
         problems = []
         for number, step in enumerate(self.steps, start=1):
-            name = step.provider or self.provider
-            account = accounts.get(name)
             where = f"steps.{number}.provider"
-            if account is None:
-                known = ", ".join(sorted(accounts))
-                problems.append(f"{where}: {name!r} is not a configured provider account (known: {known})")
-            elif step.channel not in account.channels:
-                sends = ", ".join(sorted(c.value for c in account.channels)) or "nothing"
-                problems.append(
-                    f"{where}: {name!r} ({account.type}) does not send {step.channel.value} (it sends: {sends})"
-                )
+            for name in self.cascade().providers_for(step):
+                account = accounts.get(name)
+                if account is None:
+                    known = ", ".join(sorted(accounts))
+                    problems.append(f"{where}: {name!r} is not a configured provider account (known: {known})")
+                elif step.channel not in account.channels:
+                    sends = ", ".join(sorted(c.value for c in account.channels)) or "nothing"
+                    problems.append(
+                        f"{where}: {name!r} ({account.type}) does not send {step.channel.value} (it sends: {sends})"
+                    )
         return problems
 
 
@@ -199,13 +214,30 @@ class CascadePlan(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     steps: list[Step]
-    provider: str
+    provider: str | list[str]
     late_reports: timedelta
     schedule: Schedule = ALWAYS  # a plan made without a spec (tests, benchmarks) has no schedule limits
     end_at: datetime | None = None
+    failover_after: timedelta = timedelta(minutes=1)
+
+    def providers_for(self, step: Step) -> list[str]:
+        """The accounts a step is sent through, in failover order."""
+        chosen = step.provider or self.provider
+        return [chosen] if isinstance(chosen, str) else list(chosen)
 
     def provider_for(self, step: Step) -> str:
-        return step.provider or self.provider
+        """The step's first account (the only one, without failover)."""
+        return self.providers_for(step)[0]
+
+
+def _accounts_list(value: str | list[str] | None) -> str | list[str] | None:
+    """A provider list names 1 to 5 accounts, each once."""
+    if isinstance(value, list):
+        if not 1 <= len(value) <= 5:
+            raise ValueError("a failover list names 1 to 5 provider accounts")
+        if len(set(value)) != len(value) or not all(value):
+            raise ValueError("a failover list names each provider account once, none empty")
+    return value
 
 
 def format_validation_error(error: ValidationError) -> str:

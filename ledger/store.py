@@ -28,7 +28,7 @@ from sqlalchemy import Connection, Engine, create_engine, delete, event, func, s
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
-from domain.models import ImportReport, MailingSummary, RecipientRecord
+from domain.models import ImportReport, MailingSummary, RecipientRecord, RecipientState
 from domain.refs import ClientRef
 from domain.spec import MailingSpec
 from domain.status import MessageStatus, advance
@@ -107,7 +107,7 @@ class Ledger:
             self._write = self._read = create_engine(
                 self.url, pool_pre_ping=True, hide_parameters=True, connect_args=timeouts
             )
-        self._owners: dict[str, list[str] | None] = {}  # mailing id → the provider account of each step
+        self._owners: dict[str, list[list[str]] | None] = {}  # mailing id → each step's accounts (failover order)
         self._pool = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="ledger")
         # PostgreSQL locks rows, so its writers need no turns; SQLite has one lock for the whole file.
         self._local_writer: AbstractContextManager[object] = (
@@ -326,7 +326,7 @@ class Ledger:
             for index, step in enumerate(state.steps):
                 if step.status is MessageStatus.PENDING and not step.handed_over:
                     continue  # never reached
-                ref = ClientRef(state.mailing_id, state.phone, index)
+                ref = _step_ref(state, index, step.client_ref)
                 fields: dict[str, Any] = {
                     "channel": step.channel.value,
                     "account": accounts[index] if index < len(accounts) else None,
@@ -393,25 +393,26 @@ class Ledger:
                     at=reported_at,
                     received_at=_now(),
                     late=late,
-                    foreign=account != owners[ref.step],
+                    foreign=account not in owners[ref.step],
                 )
                 .returning(reports.c.id)
             ).first()
             if inserted is None:
                 return False
-            if late and account == owners[ref.step]:
+            if late and account in owners[ref.step]:
                 self._merge(conn, ref, {"account": account}, report)
             return True
 
-    def _step_owners(self, mailing_id: str) -> list[str] | None:
-        """The provider account of each step of a mailing, from its spec in the ledger (None: not in it)."""
+    def _step_owners(self, mailing_id: str) -> list[list[str]] | None:
+        """The provider accounts of each step of a mailing (several with failover), from its spec in the ledger
+        (None: not in it)."""
         if mailing_id not in self._owners:
             with self.reading() as conn:
                 text = conn.execute(select(mailings.c.spec).where(mailings.c.id == mailing_id)).scalar()
             if text is None:
                 return None  # not cached: the mailing may be recorded in a moment
             plan = MailingSpec.model_validate_json(text).cascade()
-            self._owners[mailing_id] = [plan.provider_for(step) for step in plan.steps]
+            self._owners[mailing_id] = [plan.providers_for(step) for step in plan.steps]
         return self._owners[mailing_id]
 
     def _merge(self, conn: Connection, ref: ClientRef, fields: dict[str, Any], *changes: Change) -> None:
@@ -498,6 +499,19 @@ def _batches(rows: Iterable[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
             batch = []
     if batch:
         yield batch
+
+
+def _step_ref(state: RecipientState, index: int, client_ref: str) -> ClientRef:
+    """The reference a step's message went out under (with failover, its attempt's)."""
+    try:
+        ref = ClientRef.parse(client_ref)
+    except ValueError:
+        return ClientRef(state.mailing_id, state.phone, index)
+    return (
+        ref
+        if (ref.mailing_id, ref.phone, ref.step) == (state.mailing_id, state.phone, index)
+        else ClientRef(state.mailing_id, state.phone, index)
+    )
 
 
 def _clean(text: str | None) -> str | None:

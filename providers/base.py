@@ -28,10 +28,20 @@ class ProviderUnavailable(Exception):
     `may_have_arrived`: the provider may have created the message before failing (500, 502, 504 from a
     gateway whose backend went on): retried only where the provider de-duplicates."""
 
-    def __init__(self, message: str, retry_after: float | None = None, *, may_have_arrived: bool = False) -> None:
+    def __init__(
+        self,
+        message: str,
+        retry_after: float | None = None,
+        *,
+        may_have_arrived: bool = False,
+        account_refused: bool = False,
+    ) -> None:
+        """`account_refused`: the provider refused this account (401/403), not the message: a step with another
+        account to fail over to goes there at once."""
         super().__init__(message)
         self.retry_after = retry_after
         self.may_have_arrived = may_have_arrived
+        self.account_refused = account_refused
 
 
 class WebhookRejected(Exception):

@@ -138,4 +138,6 @@ def raise_if_worth_retrying(response: httpx.Response, account: str, provider: st
             may_have_arrived=code in MAY_HAVE_ARRIVED,
         )
     if code in (401, 403):
-        raise ProviderUnavailable(f"{account}: credentials refused by {provider} ({code}); check {credentials}")
+        raise ProviderUnavailable(
+            f"{account}: credentials refused by {provider} ({code}); check {credentials}", account_refused=True
+        )

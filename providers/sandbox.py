@@ -81,6 +81,8 @@ class SandboxAdapter:
                 float(retry_after) if retry_after and retry_after.isdigit() else None,
                 may_have_arrived=response.status_code in MAY_HAVE_ARRIVED,
             )
+        if response.status_code in (401, 403):  # the account, not the message: as real providers answer
+            raise ProviderUnavailable(f"sandbox refused the account ({response.status_code})", account_refused=True)
         if response.status_code >= 400:
             return SendResult(rejected=f"{response.status_code}: {response.json().get('error', response.text)}")
         return SendResult(message_id=response.json()["message_id"])

@@ -18,9 +18,11 @@ with workflow.unsafe.imports_passed_through():
     from activities.ledger import RECIPIENT_GIVE_UP, RECORD_RETRY, RECORD_TIMEOUT, LedgerActivities
     from activities.schedule import next_send_window
     from activities.send import (
+        ACCOUNT_REFUSED,
         END_DATE_REACHED,
         HEARTBEAT_TIMEOUT,
         NOT_SENT_RETRY_SAFE,
+        PROVIDER_GAVE_UP,
         SEND_GIVE_UP_AFTER,
         SendActivities,
     )
@@ -54,6 +56,9 @@ SAFE_SENDS = "issue-9-safe-sends"
 REPORT_ACCOUNTS = "issue-10-report-accounts"
 # Issue 11: as it closes, the recipient writes its final state to the ledger (one local activity).
 LEDGER_RECORD = "issue-11-ledger"
+# Issue 12, failover: a step naming several provider accounts goes to the next when one is refused or stays
+# down. No patch: a plan with one account per step — every plan made before failover existed — issues exactly
+# the commands it did (the same reference, account and requests); the committed histories replay to prove it.
 
 # Outage retries happen inside the send activity (see activities/send.py), so Temporal runs it once; its
 # start-to-close only has to outlast the activity's own give-up.
@@ -77,6 +82,7 @@ class _Outcome(Enum):
     STOPPED = "stopped"  # paused, cancelled or past the end date before its request left
     RETRY_NOW = "retry_now"  # its worker died: send again (the activity knows whether that is safe)
     RETRY_LATER = "retry_later"  # failed in a way that is safe to repeat, after a pause
+    NEXT_ACCOUNT = "next_account"  # its account is refused or down, nothing was sent: the step's next account
 
 
 @workflow.defn
@@ -221,6 +227,9 @@ class RecipientCascadeWorkflow:
         except MissingVariableError as exc:
             return str(exc)
         request.retries_inside = True
+        accounts = input.plan.providers_for(input.plan.steps[index])
+        attempt = 0
+        self._use_account(index, request, accounts, attempt, input)
         failures, first_failure = 0, workflow.now()
         while True:
             refusal = await self._may_send(input)
@@ -232,6 +241,11 @@ class RecipientCascadeWorkflow:
             outcome = await self._send(step, request)
             if outcome is _Outcome.DECIDED:
                 return None
+            if outcome is _Outcome.NEXT_ACCOUNT:
+                attempt += 1
+                self._use_account(index, request, accounts, attempt, input)
+                failures = 0
+                continue
             if outcome is not _Outcome.STOPPED:
                 first_failure = first_failure if failures else workflow.now()
                 failures += 1
@@ -261,6 +275,19 @@ class RecipientCascadeWorkflow:
                 )
             )
         return sends
+
+    def _use_account(
+        self, index: int, request: SendRequest, accounts: list[str], attempt: int, input: RecipientInput
+    ) -> None:
+        """Send step `index` through `accounts[attempt]`, under the reference of that attempt (reports of it find
+        the step); with another account after it, a refused or lasting-down account fails over."""
+        account = accounts[attempt]
+        ref = ClientRef(input.mailing_id, input.phone, index, attempt)
+        self._accounts[index] = account
+        self._state.steps[index].client_ref = str(ref)
+        last = attempt + 1 >= len(accounts)
+        request.provider, request.client_ref, request.fail_over = account, str(ref), not last
+        request.give_up_after = None if last else input.plan.failover_after
 
     def _give_up(self, step: StepState, request: SendRequest, reason: str) -> None:
         """No more tries: the step is not sent — or sent, unconfirmed, if a try may have reached the provider."""
@@ -379,6 +406,11 @@ class RecipientCascadeWorkflow:
         cause = error.cause
         if isinstance(cause, CancelledError):
             return _Outcome.STOPPED  # cancelled before its request left (or while none was in flight)
+        if request.fail_over and _account_unusable(cause):
+            workflow.logger.warning(
+                "step %s: %s; failing over to the next account", self._state.current_step + 1, cause
+            )
+            return _Outcome.NEXT_ACCOUNT
         if isinstance(cause, ActivityTimeoutError) and cause.type is TimeoutType.SCHEDULE_TO_START:
             self._give_up(step, request, f"no worker took the send within {SEND_SCHEDULE_TO_START}")
             return _Outcome.DECIDED
@@ -481,3 +513,11 @@ class RecipientCascadeWorkflow:
         if channel:
             updates.append(DELIVERED_CHANNEL.value_set(channel))
         workflow.upsert_search_attributes(updates)
+
+
+def _account_unusable(cause: BaseException | None) -> bool:
+    """The account, not the message, failed — refused (401/403), down past its failover budget, or served by no
+    worker — and nothing of the message reached its provider."""
+    if isinstance(cause, ActivityTimeoutError):
+        return cause.type is TimeoutType.SCHEDULE_TO_START
+    return isinstance(cause, ApplicationError) and cause.type in (ACCOUNT_REFUSED, PROVIDER_GAVE_UP)
