@@ -406,7 +406,9 @@ class RecipientCascadeWorkflow:
         cause = error.cause
         if isinstance(cause, CancelledError):
             return _Outcome.STOPPED  # cancelled before its request left (or while none was in flight)
-        if request.fail_over and _account_unusable(cause):
+        # Not after an ambiguous attempt: a request to this account may have arrived, and another account's
+        # copy would reach the subscriber twice.
+        if request.fail_over and not request.after_ambiguous and _account_unusable(cause):
             workflow.logger.warning(
                 "step %s: %s; failing over to the next account", self._state.current_step + 1, cause
             )
