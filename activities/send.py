@@ -54,6 +54,8 @@ END_DATE_REACHED = "EndDateReached"  # nothing was sent: the end date came first
 NOT_SENT_RETRY_SAFE = "NotSentRetrySafe"  # nothing of this send reached the provider; sending again is safe
 PROVIDER_GAVE_UP = "ProviderGaveUp"  # the provider stayed unavailable for SEND_GIVE_UP_AFTER
 ACCOUNT_REFUSED = "AccountRefused"  # the provider refused the account (401/403) and the step can fail over
+# Gave up, but a request of this send may be at the provider: the step must not fail over to another account.
+PROVIDER_GAVE_UP_MAYBE_SENT = "ProviderGaveUpMaybeSent"
 
 
 class SendActivities:
@@ -93,6 +95,9 @@ class _Sender:
     def __init__(self, adapter: ProviderAdapter, request: SendRequest) -> None:
         self.adapter, self.request = adapter, request
         self.in_request = False
+        # A request of this send may be at a provider that de-duplicates (its answer was lost): repeating it
+        # there is safe, handing the message to another account is not.
+        self.maybe_sent = False
         self._progress = SendProgress()
         self._beats: asyncio.Task[None] | None = None
 
@@ -110,14 +115,16 @@ class _Sender:
                 if not self.request.retries_inside:  # a workflow started before retries moved in here
                     await self._record(SendProgress(posting=False))
                     raise _retry_by_temporal(exc) from exc
-                if exc.account_refused and self.request.fail_over:
+                self.maybe_sent = self.maybe_sent or exc.may_have_arrived
+                fail_over = self.request.fail_over and not self.maybe_sent
+                if exc.account_refused and fail_over:
                     raise ApplicationError(str(exc), type=ACCOUNT_REFUSED, non_retryable=True) from exc
                 failing_since = failing_since or _now()
-                give_up_after = self.request.give_up_after or SEND_GIVE_UP_AFTER
+                give_up_after = (self.request.give_up_after if fail_over else None) or SEND_GIVE_UP_AFTER
                 if _now() - failing_since >= give_up_after:
                     raise ApplicationError(
                         f"{exc} (unavailable for {format_duration(give_up_after)})",
-                        type=PROVIDER_GAVE_UP,
+                        type=PROVIDER_GAVE_UP if fail_over or not self.maybe_sent else PROVIDER_GAVE_UP_MAYBE_SENT,
                         non_retryable=True,
                     ) from exc
                 pause = min(timedelta(seconds=exc.retry_after), RETRY_AFTER_MAX) if exc.retry_after else delay
@@ -183,7 +190,9 @@ async def _exchange(adapter: ProviderAdapter, request: SendRequest) -> SendResul
         return exchange.result()
     except TimeoutError as exc:  # no answer in time: the request may have reached the provider
         if adapter.deduplicates:
-            raise ProviderUnavailable(f"{adapter.name}: no answer within {EXCHANGE_BUDGET.seconds}s") from exc
+            raise ProviderUnavailable(
+                f"{adapter.name}: no answer within {EXCHANGE_BUDGET.seconds}s", may_have_arrived=True
+            ) from exc
         return SendResult(unconfirmed=True)
     except ProviderUnavailable as exc:
         if exc.may_have_arrived and not adapter.deduplicates:
@@ -194,7 +203,7 @@ async def _exchange(adapter: ProviderAdapter, request: SendRequest) -> SendResul
     except Exception as exc:  # an adapter bug or an answer it could not read, after the request went out
         log.exception("%s: send failed after the request may have left", adapter.name)
         if adapter.deduplicates:
-            raise ProviderUnavailable(f"{adapter.name}: {type(exc).__name__}") from exc
+            raise ProviderUnavailable(f"{adapter.name}: {type(exc).__name__}", may_have_arrived=True) from exc
         return SendResult(unconfirmed=True)
 
 

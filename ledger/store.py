@@ -372,8 +372,9 @@ class Ledger:
         none); `reported_at` is the provider's own time, None when it gave none: the same report sent again
         is known by its content, not by when it came."""
         owners = self._step_owners(ref.mailing_id)
-        if owners is None or ref.step >= len(owners):
-            return False
+        if owners is None or ref.step >= len(owners) or ref.attempt >= len(owners[ref.step]):
+            return False  # no such mailing, step or failover attempt
+        sender = owners[ref.step][ref.attempt]  # the one account that may report on this attempt
         reported_at = _storable(reported_at)
         error, message_id = _clean(report.error), _clean(report.message_id)
         key = hashlib.sha256(
@@ -393,13 +394,13 @@ class Ledger:
                     at=reported_at,
                     received_at=_now(),
                     late=late,
-                    foreign=account not in owners[ref.step],
+                    foreign=account != sender,
                 )
                 .returning(reports.c.id)
             ).first()
             if inserted is None:
                 return False
-            if late and account in owners[ref.step]:
+            if late and account == sender:
                 self._merge(conn, ref, {"account": account}, report)
             return True
 

@@ -34,7 +34,14 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, Va
 
 from domain.models import SendRequest, SendResult
 from domain.status import Channel, MessageStatus
-from providers.base import ParsedReport, ProviderUnavailable, WebhookRejected, WebhookRequest, batch_of
+from providers.base import (
+    AMBIGUOUS_ERRORS,
+    ParsedReport,
+    ProviderUnavailable,
+    WebhookRejected,
+    WebhookRequest,
+    batch_of,
+)
 from providers.common import (
     authenticate_by_url_secret,
     bad_fields,
@@ -148,7 +155,10 @@ class RapportoAdapter:
         try:
             response = await self._http.post(self._endpoint, json=body)
         except _RETRYABLE as exc:
-            raise ProviderUnavailable(f"{self.name}: rapporto unreachable ({type(exc).__name__})") from exc
+            arrived = isinstance(exc, AMBIGUOUS_ERRORS)  # the request may have left: safe to repeat (same id) here
+            raise ProviderUnavailable(
+                f"{self.name}: rapporto unreachable ({type(exc).__name__})", may_have_arrived=arrived
+            ) from exc
         raise_if_worth_retrying(response, self.name, "rapporto", "login/password")
         code = response.status_code
         if code >= 400:
@@ -157,7 +167,9 @@ class RapportoAdapter:
             mt_num = response.json()["mtNum"]
         except (ValueError, KeyError, TypeError) as exc:
             # Accepted (2xx) but unreadable: retrying with the same id is safe and recovers the mtNum.
-            raise ProviderUnavailable(f"{self.name}: rapporto answered {code} without an mtNum") from exc
+            raise ProviderUnavailable(
+                f"{self.name}: rapporto answered {code} without an mtNum", may_have_arrived=True
+            ) from exc
         return SendResult(message_id=str(mt_num))
 
     def _message(self, request: SendRequest) -> dict[str, Any] | SendResult:

@@ -71,7 +71,7 @@ class SandboxAdapter:
         except AMBIGUOUS_ERRORS as exc:
             if not self.deduplicates:
                 return SendResult(unconfirmed=True)  # it may have arrived: never resend
-            raise ProviderUnavailable(f"sandbox: no answer ({type(exc).__name__})") from exc
+            raise ProviderUnavailable(f"sandbox: no answer ({type(exc).__name__})", may_have_arrived=True) from exc
         except httpx.TransportError as exc:
             raise ProviderUnavailable(f"sandbox unreachable: {type(exc).__name__}") from exc
         if response.status_code == 429 or response.status_code >= 500:

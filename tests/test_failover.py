@@ -31,9 +31,10 @@ PHONE = "+79990002220"  # SMS ending in 0: the sandbox delivers it
 
 
 class DownProvider:
-    """A provider account that answers `status` to every message (503: down; 401: the account is refused)."""
+    """A provider account that answers `status` to every message (503: down; 401: the account is refused),
+    or `first` to the first one."""
 
-    def __init__(self, status: int, enough: int) -> None:
+    def __init__(self, status: int, enough: int, first: int | None = None) -> None:
         self.requests: list[str] = []
         self.seen = asyncio.Event()
         self.app = FastAPI()
@@ -43,17 +44,18 @@ class DownProvider:
             self.requests.append((await request.json())["client_ref"])
             if len(self.requests) >= enough:
                 self.seen.set()
-            return JSONResponse({"error": "unavailable"}, status_code=status)
+            code = first if first is not None and len(self.requests) == 1 else status
+            return JSONResponse({"error": "unavailable"}, status_code=code)
 
 
 @contextlib.asynccontextmanager
-async def workers(stack: Stack, down_url: str) -> AsyncIterator[str]:
+async def workers(stack: Stack, down_url: str, *, deduplicates: bool = False) -> AsyncIterator[str]:
     """Workers on a queue of their own with two accounts: `down` (the stand-in) and the stack's sandbox."""
     settings = stack.settings.model_copy(update={"task_queue": f"failover-{uuid.uuid4().hex[:6]}"})
     hooks, key = f"{settings.webhook_base_url}/webhooks", settings.webhook_key()
     async with httpx.AsyncClient(timeout=10) as http:
         providers = {
-            "down": SandboxAdapter(http, down_url, f"{hooks}/down", key, deduplicates=False),
+            "down": SandboxAdapter(http, down_url, f"{hooks}/down", key, deduplicates=deduplicates),
             "sandbox": SandboxAdapter(http, settings.sandbox_base_url, f"{hooks}/sandbox", key),
         }
         async with running_workers(stack.client, settings, providers, None):
@@ -103,6 +105,30 @@ async def test_a_step_fails_over_to_its_next_account_and_is_sent_once(stack: Sta
     assert (step.status.value, step.client_ref) == ("delivered", second)  # the report found the step
     assert state.status.value == "delivered"
     assert await sandbox_has(stack, second) == 1 and await sandbox_has(stack, first) == 0  # sent once, by #2
+
+
+async def test_an_account_whose_answer_may_have_been_lost_is_never_failed_over_from(stack: Stack) -> None:
+    """A de-duplicating account answered 502 (its backend may have taken the message), then refuses the
+    account: repeating there is safe, another account's copy would be a second message. No failover."""
+    provider, port = DownProvider(401, enough=3, first=502), free_port()
+    mailing_id = f"failover-{uuid.uuid4().hex[:6]}"
+    async with (
+        workers(stack, f"http://127.0.0.1:{port}", deduplicates=True) as queue,
+        running(provider.app, "127.0.0.1", port),
+    ):
+        handle = await stack.client.start_workflow(
+            RecipientCascadeWorkflow.run,
+            RecipientInput(mailing_id=mailing_id, phone=PHONE, plan=plan().cascade()),
+            id=recipient_workflow_id(mailing_id, PHONE),
+            task_queue=queue,
+        )
+        await asyncio.wait_for(provider.seen.wait(), timeout=30)  # retried past the 401, ...
+        await asyncio.sleep(3)  # ... and past failover_after (2s)
+        state: RecipientState = await handle.query(RecipientCascadeWorkflow.state)
+        await handle.terminate("test finished")
+    assert set(provider.requests) == {f"{mailing_id}/{PHONE}/0"} and len(provider.requests) >= 3
+    assert state.steps[0].client_ref == f"{mailing_id}/{PHONE}/0"  # still on its first account
+    assert await sandbox_has(stack, f"{mailing_id}/{PHONE}/0.1") == 0
 
 
 def test_the_reference_of_a_later_attempt_round_trips_and_the_first_keeps_its_old_form() -> None:

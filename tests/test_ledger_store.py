@@ -200,3 +200,10 @@ def test_concurrent_writers_of_one_message_end_in_its_furthest_status(ledger: Le
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(write, range(len(statuses))))
     assert message(ledger)["status"] == "read" and count(ledger, messages) == 1
+
+
+def test_a_report_on_a_failover_attempt_the_step_never_had_is_not_recorded(ledger: Ledger) -> None:
+    """Step 1 has one account: a reference to its second attempt (`…/0.1`) was never issued."""
+    attempt = ClientRef(MAILING, PHONE, 0, 1)
+    assert not ledger.record_report(attempt, "main", Change(D, T0), reported_at=T0, late=True)
+    assert count(ledger, reports) == count(ledger, messages) == 0

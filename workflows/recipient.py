@@ -420,6 +420,7 @@ class RecipientCascadeWorkflow:
             details = cause.last_heartbeat_details
             if details and SendProgress.model_validate(details[0]).posting:
                 request.after_ambiguous = True  # the activity resends only where the provider de-duplicates
+                request.fail_over, request.give_up_after = False, None  # and only through this account
             return _Outcome.RETRY_NOW
         if isinstance(cause, ApplicationError) and cause.type == END_DATE_REACHED:
             return _Outcome.STOPPED
