@@ -14,7 +14,8 @@ from domain.spec import SpecError, load_spec
 from domain.status import Channel, MessageStatus
 from domain.template import MissingVariableError
 from domain.whatsapp import WhatsAppTemplate
-from recipients.importer import RecipientsError, open_source
+from recipients.importer import open_source
+from recipients.reader import RecipientsError
 from sandbox.outcomes import ERROR_CODES, planned_reports
 
 WHATSAPP_STEP = """
