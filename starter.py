@@ -699,11 +699,13 @@ def preview_lines(spec: MailingSpec, row: Row) -> list[str]:
         )
         try:
             text = render(step.text, row.variables)
+            template = step.template.rendered(row.variables) if step.template else None
         except MissingVariableError as exc:
             lines.append(f"  error: {exc} in this row (it would be rejected)")
             continue
-        lines.extend(f"  | {line}" for line in text.splitlines() or [""])
-        lines.append("  " + definition(step.channel).preview(text, step.image_url, step.button))
+        if not template:
+            lines.extend(f"  | {line}" for line in text.splitlines() or [""])
+        lines.append("  " + definition(step.channel).preview(text, step.image_url, step.button, template))
     return lines
 
 

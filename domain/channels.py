@@ -19,10 +19,12 @@ from domain.status import Channel, MessageStatus
 
 if TYPE_CHECKING:  # only for annotations: domain.spec imports this module
     from domain.spec import Button
+    from domain.whatsapp import WhatsAppTemplate
 
 MIN_WAIT = timedelta(seconds=1)
 MAX_WAIT = timedelta(hours=72)
 VIBER_TEXT_MAX = 1000
+WHATSAPP_MAX_WAIT = timedelta(minutes=10080)  # the cabinet reference: WhatsApp time-to-live ≤ 10080 min
 
 
 class UnsupportedChannel(ValueError):
@@ -38,6 +40,7 @@ class ChannelDefinition:
     min_wait: ClassVar[timedelta] = MIN_WAIT
     max_wait: ClassVar[timedelta] = MAX_WAIT
     counts_parts: ClassVar[bool] = False  # billed per part (SMS: GSM-7/UCS-2 segments), else per message
+    takes_template: ClassVar[bool] = False  # sends an approved template (WhatsApp) instead of free text
 
     @property
     def expects(self) -> tuple[MessageStatus, ...]:
@@ -58,6 +61,14 @@ class ChannelDefinition:
             return None
         return f"must be between {format_duration(self.min_wait)} and {format_duration(self.max_wait)}"
 
+    def template_problem(self, template: WhatsAppTemplate | None) -> str | None:
+        """Why the step's `template` (present or absent) does not fit the channel."""
+        if template is not None and not self.takes_template:
+            return f"template: {self.channel.value} steps send their text, they take no template"
+        if template is None and self.takes_template:
+            return f"template: a {self.channel.value} step needs an approved template (name, language, parameters)"
+        return None
+
     def content_problem(self, text: str, image_url: str | None, button: Button | None) -> str | None:
         """Why this content cannot go out on the channel, as `field: reason` (or a combination's reason)."""
         raise NotImplementedError
@@ -71,8 +82,10 @@ class ChannelDefinition:
         size = self.size(text)
         return size.parts if size else 1
 
-    def preview(self, text: str, image_url: str | None, button: Button | None) -> str:
-        """One line of details under a step's rendered text in `preview`."""
+    def preview(
+        self, text: str, image_url: str | None, button: Button | None, template: WhatsAppTemplate | None = None
+    ) -> str:
+        """One line of details under a step's rendered text (and rendered template) in `preview`."""
         raise NotImplementedError
 
 
@@ -95,7 +108,9 @@ class ViberDefinition(ChannelDefinition):
             return f"viber allows text; image; text+button; text+image+button — not {present}"
         return None
 
-    def preview(self, text: str, image_url: str | None, button: Button | None) -> str:
+    def preview(
+        self, text: str, image_url: str | None, button: Button | None, template: WhatsAppTemplate | None = None
+    ) -> str:
         details = [f"text {len(text)}/{self.text_max} chars"]
         if image_url:
             details.append(f"image {image_url}")
@@ -117,12 +132,42 @@ class SmsDefinition(ChannelDefinition):
             return "text: an sms step needs a text"
         return None
 
-    def preview(self, text: str, image_url: str | None, button: Button | None) -> str:
+    def preview(
+        self, text: str, image_url: str | None, button: Button | None, template: WhatsAppTemplate | None = None
+    ) -> str:
         size = sms_size(text)
         return f"{size.encoding} · {size.length} chars · {size.parts} part{'s' * (size.parts > 1)}"
 
 
-DEFINITIONS: Mapping[Channel, ChannelDefinition] = {d.channel: d for d in (ViberDefinition(), SmsDefinition())}
+class WhatsAppDefinition(ChannelDefinition):
+    """Business-initiated WhatsApp: an approved template (domain/whatsapp.py), never free text, so a step has
+    no `text`, image or button; the template's parameters are personalised like texts are."""
+
+    channel = Channel.WHATSAPP
+    label = "WhatsApp"
+    reports_reading = True
+    takes_template = True
+    max_wait = WHATSAPP_MAX_WAIT
+
+    def content_problem(self, text: str, image_url: str | None, button: Button | None) -> str | None:
+        if text:
+            return "text: a whatsapp step sends its approved template, not a text (give `template` only)"
+        if image_url or button:
+            return "whatsapp steps cannot have an image or a button (the approved template holds its layout)"
+        return None
+
+    def preview(
+        self, text: str, image_url: str | None, button: Button | None, template: WhatsAppTemplate | None = None
+    ) -> str:
+        if template is None:
+            return "template: none"
+        parameters = ", ".join(repr(p) for p in template.parameters) or "no parameters"
+        return f"template {template.name} ({template.language}) · {parameters}"
+
+
+DEFINITIONS: Mapping[Channel, ChannelDefinition] = {
+    d.channel: d for d in (ViberDefinition(), SmsDefinition(), WhatsAppDefinition())
+}
 
 
 def definition(channel: Channel | str) -> ChannelDefinition:

@@ -5,6 +5,7 @@ One input model per workflow and per activity, so fields can be added compatibly
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from domain.refs import ClientRef
 from domain.schedule import Schedule, Window
 from domain.spec import Button, CascadePlan, MailingSpec, Step
 from domain.status import CascadeStatus, Channel, MessageStatus
+from domain.whatsapp import WhatsAppTemplate
 
 
 class MailingInput(BaseModel):
@@ -127,6 +129,7 @@ class SendRequest(BaseModel):
     text: str
     image_url: str | None = None
     button: Button | None = None
+    template: WhatsAppTemplate | None = None  # whatsapp: the approved template, its parameters rendered
     ttl: timedelta
     not_after: datetime | None = None  # the end date: nothing leaves from this moment on
     # An earlier send of this message may have reached the provider (its worker died mid-request): only a
@@ -141,7 +144,11 @@ class SendRequest(BaseModel):
     give_up_after: timedelta | None = None
 
     @classmethod
-    def for_step(cls, ref: ClientRef, plan: CascadePlan, step: Step, text: str) -> SendRequest:
+    def for_step(
+        cls, ref: ClientRef, plan: CascadePlan, step: Step, text: str, variables: Mapping[str, str] | None = None
+    ) -> SendRequest:
+        """The step's message to `ref`'s recipient: `text` rendered, the template's parameters rendered from
+        `variables` (MissingVariableError when one is missing, as for the text)."""
         return cls(
             client_ref=str(ref),
             provider=plan.provider_for(step),
@@ -151,6 +158,7 @@ class SendRequest(BaseModel):
             text=text,
             image_url=step.image_url,
             button=step.button,
+            template=step.template.rendered(variables or {}) if step.template else None,
             ttl=step.wait,
             not_after=plan.end_at,
         )

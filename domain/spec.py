@@ -16,6 +16,7 @@ from domain.channels import definition
 from domain.durations import parse_duration
 from domain.schedule import ALWAYS, Schedule, Speed, aware, next_window
 from domain.status import Channel, MessageStatus
+from domain.whatsapp import WhatsAppTemplate
 
 LATE_REPORTS_MAX = timedelta(hours=72)
 FAILOVER_AFTER_MAX = timedelta(hours=1)
@@ -65,6 +66,7 @@ class Step(BaseModel):
     text: str = ""
     image_url: str | None = None
     button: Button | None = None
+    template: WhatsAppTemplate | None = None  # whatsapp only (and required there): an approved template
     wait: timedelta
     expect: Literal[MessageStatus.DELIVERED, MessageStatus.READ] = MessageStatus.DELIVERED
     # overrides the mailing's provider for this step; a list fails over from one account to the next
@@ -93,10 +95,19 @@ class Step(BaseModel):
                 raise ValueError("image must be a JPG or PNG file")
         return url
 
+    @property
+    def personalised(self) -> tuple[str, ...]:
+        """Every string of the step that holds recipient variables: its text and its template's parameters."""
+        return (self.text, *(self.template.parameters if self.template else ()))
+
     @model_validator(mode="after")
     def _channel_rules(self) -> Self:
         rules = definition(self.channel)
-        problem = rules.content_problem(self.text, self.image_url, self.button) or rules.expect_problem(self.expect)
+        problem = (
+            rules.template_problem(self.template)
+            or rules.content_problem(self.text, self.image_url, self.button)
+            or rules.expect_problem(self.expect)
+        )
         if problem:
             raise ValueError(problem)
         return self

@@ -11,6 +11,7 @@ class Channel(StrEnum):
 
     VIBER = "viber"
     SMS = "sms"
+    WHATSAPP = "whatsapp"
 
 
 class MessageStatus(StrEnum):

@@ -14,7 +14,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from domain.channels import UnsupportedChannel
+from domain.channels import UnsupportedChannel, definition
 from domain.models import SendRequest, SendResult
 from domain.status import Channel
 from providers.accounts import AccountError
@@ -48,6 +48,8 @@ def channel_refusal(adapter: ProviderAdapter, request: SendRequest) -> SendResul
     """A permanent refusal when the adapter does not send the request's channel, else None. The launch checks
     refuse such a step; a mailing started past them (another client) still never sends it as something else."""
     if request.channel in adapter.channels:
+        if definition(request.channel).takes_template and request.template is None:  # the spec requires one
+            return SendResult(rejected=f"a {request.channel.value} message needs its approved template")
         return None
     return SendResult(rejected=str(unsupported_channel(adapter.provider_type, adapter.channels, request.channel)))
 

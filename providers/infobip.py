@@ -1,9 +1,10 @@
-"""Adapter for Infobip: SMS API v3 (`/sms/3/messages`) and Viber Business Messages (`/viber/2/messages`).
+"""Adapter for Infobip: SMS API v3 (`/sms/3/messages`), Viber Business Messages (`/viber/2/messages`) and
+WhatsApp template messages (`/whatsapp/1/message/template`).
 
 Infobip does not sign delivery reports, so the callback URL carries the account's `webhook_secret` as
 `?secret=…` and, optionally, reports must come from an allowed source network. Both the destination's
 `messageId` and `webhooks.callbackData` carry our client reference: delivery reports echo `callbackData`,
-Viber "seen" reports only echo `messageId`.
+Viber and WhatsApp "seen" reports only echo `messageId`. WhatsApp takes one `notifyUrl` for every report type.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ log = logging.getLogger("kaskad.providers.infobip")
 
 SMS_PATH = "/sms/3/messages"
 VIBER_PATH = "/viber/2/messages"
+WHATSAPP_PATH = "/whatsapp/1/message/template"
 # Infobip silently caps any validity period at 48 h; we clamp so the request says what will happen.
 MAX_VALIDITY_MINUTES = 48 * 60
 
@@ -159,7 +161,7 @@ class _Result(BaseModel):
 
 class InfobipAdapter:
     provider_type = "infobip"
-    channels = frozenset({Channel.SMS, Channel.VIBER})
+    channels = frozenset({Channel.SMS, Channel.VIBER, Channel.WHATSAPP})
     deduplicates = False  # not documented to de-duplicate by messageId
     """Sends through one Infobip account and reads the reports posted to its callback URL."""
 
@@ -189,6 +191,23 @@ class InfobipAdapter:
                 },
             }
             return SMS_PATH, {"messages": [message]}
+        if request.channel is Channel.WHATSAPP and request.template is not None:  # channel_refusal: never None
+            # One recipient per message; `from` is the WhatsApp sender number (the step's sender). The template
+            # API takes no validity period: the step's wait still ends the step.
+            template = request.template
+            whatsapp = {
+                "from": request.sender.removeprefix("+"),
+                "to": destination["to"],
+                "messageId": request.client_ref,
+                "content": {
+                    "templateName": template.name,
+                    "templateData": {"body": {"placeholders": list(template.parameters)}},
+                    "language": template.language,
+                },
+                "callbackData": request.client_ref,
+                "notifyUrl": self._callback_url,
+            }
+            return WHATSAPP_PATH, {"messages": [whatsapp]}
         if request.channel is not Channel.VIBER:
             raise unsupported_channel(self.provider_type, self.channels, request.channel)
         message = {

@@ -33,7 +33,9 @@ class SandboxReport(BaseModel):
 class SandboxAdapter:
     name = "sandbox"
     provider_type = "sandbox"
-    channels = frozenset({Channel.VIBER, Channel.SMS})  # sandbox/outcomes.py's CHANNELS (a test checks)
+    channels = frozenset(
+        {Channel.VIBER, Channel.SMS, Channel.WHATSAPP}
+    )  # sandbox/outcomes.py's CHANNELS (a test checks)
 
     def __init__(
         self,
@@ -63,6 +65,7 @@ class SandboxAdapter:
             "text": request.text,
             "image_url": request.image_url,
             "button": request.button.model_dump() if request.button else None,
+            "template": request.template.model_dump() if request.template else None,
             "ttl_seconds": int(request.ttl.total_seconds()),
             "callback_url": self._webhook_url,
         }

@@ -1,4 +1,5 @@
-"""Adapter for the Vonage Messages API v1: SMS and Viber Business Messages, signed status webhooks.
+"""Adapter for the Vonage Messages API v1: SMS, Viber Business Messages and WhatsApp template messages, signed
+status webhooks.
 
 Sending authenticates with an application JWT (RS256, the application's private key); status webhooks are
 signed by Vonage with an HS256 JWT keyed by the account's signature secret, whose `payload_hash` claim binds
@@ -108,7 +109,7 @@ class VonageAdapter:
     """Sends through `POST {base_url}/v1/messages` and parses the signed status webhooks."""
 
     provider_type = "vonage"
-    channels = frozenset({Channel.SMS, Channel.VIBER})
+    channels = frozenset({Channel.SMS, Channel.VIBER, Channel.WHATSAPP})
     deduplicates = False
 
     def __init__(
@@ -157,6 +158,17 @@ class VonageAdapter:
                 "text": request.text,
                 "ttl": _clamp(ttl, SMS_TTL_MIN, SMS_TTL_MAX),
                 "sms": {"encoding_type": "auto"},
+            }
+        if request.channel is Channel.WHATSAPP and request.template is not None:  # channel_refusal: never None
+            # A template message (business-initiated WhatsApp): `from` is the account's WhatsApp number (the
+            # step's sender); Vonage documents no per-message TTL for WhatsApp, the step's wait still applies.
+            template = request.template
+            return body | {
+                "from": request.sender.removeprefix("+"),
+                "channel": "whatsapp",
+                "message_type": "template",
+                "template": {"name": template.name, "parameters": list(template.parameters)},
+                "whatsapp": {"policy": "deterministic", "locale": template.language},
             }
         if request.channel is not Channel.VIBER:
             raise unsupported_channel(self.provider_type, self.channels, request.channel)

@@ -62,7 +62,7 @@ class ListRules:
 
     @classmethod
     def of(cls, spec: MailingSpec, now: datetime | None = None) -> ListRules:
-        texts = tuple(step.text for step in spec.steps)
+        texts = tuple(text for step in spec.steps for text in step.personalised)
         schedule = spec.schedule if spec.schedule.per_subscriber else None
         return cls(spec.region, spec.keep_landlines, texts, schedule, max(now, spec.start_at or now) if now else None)
 
@@ -104,17 +104,20 @@ def open_source(spec: MailingSpec, progress: Progress | None = None) -> Table:
         options = SourceOptions(sheet=spec.sheet, header=spec.header, phone_column=spec.phone_column)
         table = read_file(spec.recipients, options, progress)
     for index, step in enumerate(spec.steps):
-        missing = [
-            name
-            for name, default in variables_used(step.text).items()
-            if default is None and name not in table.variable_names
-        ]
-        if missing:
-            columns = ", ".join(sorted(table.variable_names, key=lambda n: (n.isdigit(), n)))
-            raise RecipientsError(
-                f"steps.{index}.text uses {', '.join('{' + m + '}' for m in missing)}, "
-                f"which the recipients do not have (columns: {columns})"
-            )
+        for where, text in zip(
+            ("text", "template.parameters"), (step.text, " ".join(step.personalised[1:])), strict=True
+        ):
+            missing = [
+                name
+                for name, default in variables_used(text).items()
+                if default is None and name not in table.variable_names
+            ]
+            if missing:
+                columns = ", ".join(sorted(table.variable_names, key=lambda n: (n.isdigit(), n)))
+                raise RecipientsError(
+                    f"steps.{index}.{where} uses {', '.join('{' + m + '}' for m in missing)}, "
+                    f"which the recipients do not have (columns: {columns})"
+                )
     return table
 
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from domain.spec import Button
 from domain.status import Channel, MessageStatus
+from domain.whatsapp import WhatsAppTemplate
 from providers.sandbox import SIGNATURE_HEADER, sign
 from sandbox.delivery import Reporter, post_until_accepted
 from sandbox.outcomes import CHANNELS, ERROR_CODES, planned_reports
@@ -34,6 +35,7 @@ class MessageIn(BaseModel):
     text: str = ""
     image_url: str | None = None
     button: Button | None = None
+    template: WhatsAppTemplate | None = None
     ttl_seconds: int
     callback_url: str
 
@@ -44,6 +46,7 @@ class Accepted(BaseModel):
     channel: Channel
     to: str
     text: str
+    template: WhatsAppTemplate | None = None
     requests: int = 1
     accepted_at: datetime
     reports_sent: list[MessageStatus] = []
@@ -75,6 +78,8 @@ def create_app(config: SandboxConfig) -> FastAPI:
             return JSONResponse({"error": "invalid destination"}, status_code=400)
         if message.channel not in CHANNELS:
             return JSONResponse({"error": f"the sandbox does not send {message.channel.value}"}, status_code=400)
+        if (message.template is None) == (message.channel is Channel.WHATSAPP):
+            return JSONResponse({"error": "a template is for whatsapp messages, and required there"}, status_code=400)
         known = state.messages.get(message.client_ref)
         if known is not None:  # a retried send: same message, nothing new is delivered
             known.requests += 1
@@ -85,6 +90,7 @@ def create_app(config: SandboxConfig) -> FastAPI:
             channel=message.channel,
             to=message.to,
             text=message.text,
+            template=message.template,
             accepted_at=datetime.now(UTC),
         )
         state.messages[message.client_ref] = accepted

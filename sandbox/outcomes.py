@@ -17,9 +17,20 @@ _SMS: dict[str, tuple[MessageStatus, ...]] = {
     "9": (MessageStatus.UNDELIVERED,),
 }
 
+_WHATSAPP: dict[str, tuple[MessageStatus, ...]] = {
+    **dict.fromkeys("01234", (MessageStatus.DELIVERED, MessageStatus.READ)),
+    **dict.fromkeys("56", (MessageStatus.DELIVERED,)),
+    "7": (MessageStatus.UNDELIVERED,),
+    **dict.fromkeys("89", ()),
+}
+
 # A channel's rules and its error code for undelivered messages; a channel without them is refused (400).
-RULES: dict[Channel, dict[str, tuple[MessageStatus, ...]]] = {Channel.VIBER: _VIBER, Channel.SMS: _SMS}
-ERROR_CODES = {Channel.VIBER: "not-viber-user", Channel.SMS: "absent-subscriber"}
+RULES: dict[Channel, dict[str, tuple[MessageStatus, ...]]] = {
+    Channel.VIBER: _VIBER,
+    Channel.SMS: _SMS,
+    Channel.WHATSAPP: _WHATSAPP,
+}
+ERROR_CODES = {Channel.VIBER: "not-viber-user", Channel.SMS: "absent-subscriber", Channel.WHATSAPP: "not-whatsapp-user"}
 CHANNELS = frozenset(RULES)
 
 

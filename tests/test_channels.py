@@ -22,9 +22,9 @@ from sandbox.outcomes import planned_reports
 def test_every_channel_has_a_definition_and_nothing_else_does() -> None:
     assert set(DEFINITIONS) == set(Channel)
     assert definition("sms") is definition(Channel.SMS)
-    with pytest.raises(UnsupportedChannel, match="'whatsapp' is not a supported channel"):
-        definition("whatsapp")
-    assert known("whatsapp") is None and known(None) is None and known("viber") is definition(Channel.VIBER)
+    with pytest.raises(UnsupportedChannel, match="'telegram' is not a supported channel"):
+        definition("telegram")
+    assert known("telegram") is None and known(None) is None and known("viber") is definition(Channel.VIBER)
 
 
 def test_what_each_definition_says() -> None:

@@ -390,7 +390,7 @@ def test_spec_with_manual_numbers(tmp_path: Path) -> None:
         ),
         pytest.param(
             'channel = "fax"\nsender = "Shop"\ntext = "Hi"\nwait = "5m"',
-            "steps.0.channel: Input should be 'viber' or 'sms'",
+            "steps.0.channel: Input should be 'viber', 'sms' or 'whatsapp'",
             id="unknown-channel",
         ),
     ],

@@ -17,6 +17,7 @@ from fastapi import FastAPI, Request, Response
 from domain.models import SendRequest
 from domain.spec import Button
 from domain.status import Channel, MessageStatus
+from domain.whatsapp import WhatsAppTemplate
 from gateway.app import webhook_request as received_request
 from providers.accounts import AccountError
 from providers.base import ParsedReport, ProviderUnavailable, WebhookRejected, WebhookRequest
@@ -498,3 +499,69 @@ async def test_fake_reports_are_accepted_by_parse_webhook(fake: Fake) -> None:
     assert receiver.answers.count(503) == 1 and receiver.answers.count(200) == 5  # one retried after a 503
     assert all(posted.status_code == 200 for posted in fake.state.reports)
     assert all(posted.url.endswith(f"?secret={SECRET_IN_URL}") for posted in fake.state.reports)
+
+
+# --- WhatsApp ------------------------------------------------------------------------------------------------
+
+
+def whatsapp(phone: str = "+79990000000", **changes: Any) -> SendRequest:
+    template = WhatsAppTemplate(name="order_update", language="ru", parameters=["Анна", "A1"])
+    fields: dict[str, Any] = {
+        "client_ref": f"m1/{phone}/1",
+        "channel": Channel.WHATSAPP,
+        "sender": "+74950000000",
+        "text": "",
+        "template": template,
+    }
+    return sms(phone, **(fields | changes))
+
+
+async def test_whatsapp_template_request_is_exactly_the_documented_one(fake: Fake) -> None:
+    result = await fake.adapter().send(whatsapp(ttl=timedelta(days=7)))
+
+    assert result.message_id == "m1/+79990000000/1" and result.rejected is None
+    [seen] = fake.state.requests
+    assert (seen.method, seen.path) == ("POST", "/whatsapp/1/message/template")
+    assert seen.headers["authorization"] == f"App {API_KEY}"
+    assert seen.json == {
+        "messages": [
+            {
+                "from": "74950000000",
+                "to": "79990000000",
+                "messageId": "m1/+79990000000/1",
+                "content": {
+                    "templateName": "order_update",
+                    "templateData": {"body": {"placeholders": ["Анна", "A1"]}},
+                    "language": "ru",
+                },
+                "callbackData": "m1/+79990000000/1",
+                "notifyUrl": f"{WEBHOOK}?secret={SECRET_IN_URL}",
+            }
+        ]
+    }
+
+
+async def test_whatsapp_reports_from_the_fake_are_mapped(fake: Fake) -> None:
+    """Read (0), delivered unread (5), not a WhatsApp user (7), no report (8): every report on the one notifyUrl."""
+    port = free_port()
+    receiver = Receiver(f"http://127.0.0.1:{port}/webhooks/infobip-main", [], [])
+    adapter = fake.adapter(webhook_url=receiver.url)
+    async with running(receiver_app(adapter, receiver), "127.0.0.1", port):
+        for digit in "0578":
+            assert (await adapter.send(whatsapp(f"+7999000000{digit}"))).message_id
+        await wait_for(lambda: len(receiver.reports) == 4)
+        await fake.state.drain()
+
+    by_ref: dict[str, list[MessageStatus]] = {}
+    for report in receiver.reports:
+        by_ref.setdefault(report.client_ref, []).append(report.status)
+        assert report.at is not None and report.message_id == report.client_ref
+    assert by_ref == {
+        "m1/+79990000000/1": [MessageStatus.DELIVERED, MessageStatus.READ],
+        "m1/+79990000005/1": [MessageStatus.DELIVERED],
+        "m1/+79990000007/1": [MessageStatus.UNDELIVERED],
+    }
+    [undelivered] = [r for r in receiver.reports if r.status is MessageStatus.UNDELIVERED]
+    assert undelivered.error == "UNDELIVERABLE_NOT_DELIVERED: EC_NOT_WHATSAPP_USER"
+    seen = [p.body["results"][0] for p in fake.state.reports if "seenAt" in p.body["results"][0]]
+    assert len(seen) == 1 and "callbackData" not in seen[0]  # a seen report finds its step by messageId

@@ -23,6 +23,7 @@ from jwt.warnings import InsecureKeyLengthWarning
 from domain.models import SendRequest
 from domain.spec import Button
 from domain.status import Channel, MessageStatus
+from domain.whatsapp import WhatsAppTemplate
 from gateway.app import webhook_request
 from providers.accounts import AccountError
 from providers.base import ParsedReport, ProviderUnavailable, WebhookRejected, WebhookRequest
@@ -516,3 +517,61 @@ async def test_a_lost_answer_is_still_reported_by_client_ref(fake: Fake, keys: K
         (REF, message_uuid, MessageStatus.DELIVERED),
         (REF, message_uuid, MessageStatus.READ),
     ]
+
+
+# --- WhatsApp ------------------------------------------------------------------------------------------
+
+
+def whatsapp(**overrides: Any) -> SendRequest:
+    template = WhatsAppTemplate(name="order_update", language="ru", parameters=["Анна", "A1"])
+    fields: dict[str, Any] = {"channel": Channel.WHATSAPP, "sender": "+74950000000", "text": "", "template": template}
+    return sms(**(fields | overrides))
+
+
+async def test_whatsapp_template_request_is_exactly_as_documented(fake: Fake, keys: Keys) -> None:
+    result = await fake.adapter(keys).send(whatsapp(ttl=timedelta(days=7)))
+    [seen] = fake.state.requests
+    assert result.message_id in fake.state.messages and result.rejected is None
+    assert seen.json == {
+        "to": "79990002230",
+        "from": "74950000000",
+        "channel": "whatsapp",
+        "message_type": "template",
+        "template": {"name": "order_update", "parameters": ["Анна", "A1"]},
+        "whatsapp": {"policy": "deterministic", "locale": "ru"},
+        "client_ref": REF,
+        "webhook_url": HOOK,
+        "webhook_version": "v1",
+    }
+
+
+async def test_a_whatsapp_message_without_its_template_is_refused_unsent(fake: Fake, keys: Keys) -> None:
+    result = await fake.adapter(keys).send(whatsapp(template=None))
+    assert result.rejected == "a whatsapp message needs its approved template" and fake.state.requests == []
+
+
+@pytest.mark.parametrize(
+    ("phone", "statuses", "ours"),
+    [
+        ("+79990002230", ["submitted", "delivered", "read"], ["sent", "delivered", "read"]),
+        ("+79990002235", ["submitted", "delivered"], ["sent", "delivered"]),
+        ("+79990002237", ["submitted", "rejected"], ["sent", "undelivered"]),
+        ("+79990002238", ["submitted"], ["sent"]),
+    ],
+)
+async def test_whatsapp_statuses_from_the_fake_are_mapped(
+    fake: Fake, keys: Keys, phone: str, statuses: list[str], ours: list[str]
+) -> None:
+    receiver = Receiver()
+    port = free_port()
+    async with running(receiver.app, "127.0.0.1", port):
+        receiver.adapter = fake.adapter(keys, webhook_url=f"http://127.0.0.1:{port}/webhooks/vonage-main")
+        ref = f"m1/{phone}/1"
+        result = await receiver.adapter.send(whatsapp(phone=phone, client_ref=ref))
+        delivered = await fake.state.wait_reports(len(statuses))
+    assert [r.body["status"] for r in delivered] == statuses
+    assert all(r.body["channel"] == "whatsapp" for r in delivered)
+    assert [r.status.value for r in receiver.parsed] == ours
+    assert {(r.client_ref, r.message_id) for r in receiver.parsed} == {(ref, result.message_id)}
+    if ours[-1] == "undelivered":
+        assert receiver.parsed[-1].error == "1300: Not part of the provider network"

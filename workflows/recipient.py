@@ -299,7 +299,8 @@ class RecipientCascadeWorkflow:
     def _request(self, index: int, input: RecipientInput) -> SendRequest:
         step_spec = input.plan.steps[index]
         ref = ClientRef(input.mailing_id, input.phone, index)
-        return SendRequest.for_step(ref, input.plan, step_spec, render(step_spec.text, input.variables))
+        text = render(step_spec.text, input.variables)
+        return SendRequest.for_step(ref, input.plan, step_spec, text, input.variables)
 
     async def _may_send(self, input: RecipientInput) -> str | None:
         """Wait until a send is allowed: inside a window, not paused. The reason it never will be, or None.

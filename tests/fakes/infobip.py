@@ -1,5 +1,6 @@
-"""A local Infobip that answers `/sms/3/messages` and `/viber/2/messages` as Infobip documents, then posts
-delivery reports (and Viber seen reports) to the per-message webhook URLs, retrying while they fail.
+"""A local Infobip that answers `/sms/3/messages`, `/viber/2/messages` and `/whatsapp/1/message/template` as
+Infobip documents, then posts delivery reports (and Viber/WhatsApp seen reports) to the per-message webhook
+URLs (WhatsApp: its one `notifyUrl` for every report type), retrying while they fail.
 
 Like Infobip, it does not de-duplicate by messageId: every accepted request becomes a message and is recorded,
 so tests can prove how many sends reached it. Outcomes follow `sandbox.outcomes.planned_reports`.
@@ -26,6 +27,7 @@ log = logging.getLogger("kaskad.fakes.infobip")
 
 SMS_PATH = "/sms/3/messages"
 VIBER_PATH = "/viber/2/messages"
+WHATSAPP_PATH = "/whatsapp/1/message/template"
 
 PENDING_ACCEPTED = {
     "groupId": 1,
@@ -78,6 +80,14 @@ ERRORS = {
         "id": 7001,
         "name": "EC_NOT_VIBER_USER",
         "description": "Destination is not a Viber user",
+        "permanent": True,
+    },
+    Channel.WHATSAPP: {
+        "groupId": 1,
+        "groupName": "HANDSET_ERRORS",
+        "id": 7020,
+        "name": "EC_NOT_WHATSAPP_USER",
+        "description": "Destination is not a WhatsApp user",
         "permanent": True,
     },
 }
@@ -183,18 +193,19 @@ def create_fake(api_key: str, report_delay: float = 0.2) -> tuple[FastAPI, FakeI
         bulk_id = uuid.uuid4().hex
         answers = []
         for message in body["messages"]:
-            for destination in message["destinations"]:
+            # WhatsApp messages name one recipient (`to`, `messageId`); SMS and Viber list destinations.
+            destinations = [message] if channel is Channel.WHATSAPP else message["destinations"]
+            for destination in destinations:
                 message_id = str(destination.get("messageId") or uuid.uuid4().hex)
                 to = str(destination["to"])
                 valid = to.isdigit() and 6 <= len(to) <= 15
-                answers.append(
-                    {
-                        "messageId": message_id,
-                        "status": PENDING_ACCEPTED if valid else REJECTED_DESTINATION,
-                        "destination": to,
-                        "details": {"messageCount": 1},
-                    }
-                )
+                status = PENDING_ACCEPTED if valid else REJECTED_DESTINATION
+                if channel is Channel.WHATSAPP:
+                    answers.append({"to": to, "messageCount": 1, "messageId": message_id, "status": status})
+                else:
+                    answers.append(
+                        {"messageId": message_id, "status": status, "destination": to, "details": {"messageCount": 1}}
+                    )
                 if valid:
                     _schedule(bulk_id, message_id, to, message, channel)
         return JSONResponse({"bulkId": bulk_id, "messages": answers})
@@ -207,6 +218,10 @@ def create_fake(api_key: str, report_delay: float = 0.2) -> tuple[FastAPI, FakeI
     async def send_viber(request: Request) -> Response:
         return await handle(request, Channel.VIBER)
 
+    @app.post(WHATSAPP_PATH)
+    async def send_whatsapp_template(request: Request) -> Response:
+        return await handle(request, Channel.WHATSAPP)
+
     def _schedule(bulk_id: str, message_id: str, to: str, message: dict[str, Any], channel: Channel) -> None:
         reporter.spawn(_report(bulk_id, message_id, to, message, channel))
 
@@ -214,6 +229,11 @@ def create_fake(api_key: str, report_delay: float = 0.2) -> tuple[FastAPI, FakeI
         webhooks = message.get("webhooks") or {}
         delivery_url = (webhooks.get("delivery") or {}).get("url")
         seen_url = (webhooks.get("seen") or {}).get("url")
+        sender = message.get("sender")
+        if channel is Channel.WHATSAPP:  # one notifyUrl for delivery and seen reports, callbackData at the top
+            delivery_url = seen_url = message.get("notifyUrl")
+            webhooks = {"callbackData": message["callbackData"]} if "callbackData" in message else {}
+            sender = message.get("from")
         sent_at = datetime.now(UTC)
         statuses: list[tuple[dict[str, Any], dict[str, Any]] | None] = []  # None: a seen report
         for planned in planned_reports(channel, "+" + to):
@@ -232,7 +252,7 @@ def create_fake(api_key: str, report_delay: float = 0.2) -> tuple[FastAPI, FakeI
                     seen = {
                         "messageId": message_id,
                         "from": to,
-                        "to": message.get("sender"),
+                        "to": sender,
                         "sentAt": timestamp(sent_at),
                         "seenAt": timestamp(),
                     }
@@ -245,7 +265,7 @@ def create_fake(api_key: str, report_delay: float = 0.2) -> tuple[FastAPI, FakeI
                 "bulkId": bulk_id,
                 "messageId": message_id,
                 "to": to,
-                "sender": message.get("sender"),
+                "sender": sender,
                 "sentAt": timestamp(sent_at),
                 "doneAt": timestamp(),
                 "messageCount": 1,
@@ -273,6 +293,11 @@ def _invalid(body: Any, channel: Channel) -> str | None:
     for message in body["messages"]:
         if not isinstance(message, dict):
             return "Invalid request: messages[] must be objects"
+        if channel is Channel.WHATSAPP:
+            problem = _invalid_whatsapp(message)
+            if problem:
+                return problem
+            continue
         destinations = message.get("destinations")
         if not isinstance(destinations, list) or not destinations:
             return "Invalid request: destinations must not be empty"
@@ -293,4 +318,23 @@ def _invalid(body: Any, channel: Channel) -> str | None:
                 return "Invalid request: content.mediaUrl is required"
             if kind not in ("TEXT", "IMAGE"):
                 return "Invalid request: content.type is not supported"
+    return None
+
+
+def _invalid_whatsapp(message: dict[str, Any]) -> str | None:
+    """Infobip's WhatsApp template message: `from`, `to`, `content: {templateName, templateData: {body:
+    {placeholders: [str]}}, language}`."""
+    for name in ("from", "to"):
+        if not message.get(name):
+            return f"Invalid request: {name} is required"
+    content = message.get("content")
+    if not isinstance(content, dict):
+        return "Invalid request: content is required"
+    for name in ("templateName", "language"):
+        if not content.get(name):
+            return f"Invalid request: content.{name} is required"
+    body = (content.get("templateData") or {}).get("body") if isinstance(content.get("templateData"), dict) else None
+    placeholders = body.get("placeholders") if isinstance(body, dict) else None
+    if not isinstance(placeholders, list) or not all(isinstance(p, str) for p in placeholders):
+        return "Invalid request: content.templateData.body.placeholders is required"
     return None

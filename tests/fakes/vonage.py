@@ -34,7 +34,7 @@ from sandbox.outcomes import planned_reports
 log = logging.getLogger("kaskad.fake.vonage")
 
 REQUIRED_FIELDS = ("to", "from", "channel", "message_type")
-CHANNELS = {"sms": Channel.SMS, "viber_service": Channel.VIBER}
+CHANNELS = {"sms": Channel.SMS, "viber_service": Channel.VIBER, "whatsapp": Channel.WHATSAPP}
 ERRORS_URL = "https://developer.vonage.com/api-errors"
 
 # Status webhook `error` objects for failures, shaped like Vonage's (title is the numeric code).
@@ -44,6 +44,10 @@ FAILURES: dict[Channel, tuple[str, dict[str, Any]]] = {
         {"type": f"{ERRORS_URL}/messages#1260", "title": 1260, "detail": "Destination unreachable"},
     ),
     Channel.VIBER: (
+        "rejected",
+        {"type": f"{ERRORS_URL}/messages#1300", "title": 1300, "detail": "Not part of the provider network"},
+    ),
+    Channel.WHATSAPP: (
         "rejected",
         {"type": f"{ERRORS_URL}/messages#1300", "title": 1300, "detail": "Not part of the provider network"},
     ),
@@ -212,6 +216,13 @@ def create_fake(
                 error_body(422, "The value of one or more parameters is invalid.", invalid_parameters=invalid),
                 status_code=422,
             )
+        bad = _whatsapp_problem(payload) if channel is Channel.WHATSAPP else None
+        if bad is not None:
+            invalid = [{"name": bad, "reason": "Invalid value"}]
+            return JSONResponse(
+                error_body(422, "The value of one or more parameters is invalid.", invalid_parameters=invalid),
+                status_code=422,
+            )
         message_uuid = str(uuid.uuid4())
         state.messages[message_uuid] = payload
         if payload.get("webhook_url"):
@@ -259,6 +270,22 @@ def create_fake(
         await post_until_accepted(post, state.retry_for, record)
 
     return app, state
+
+
+def _whatsapp_problem(payload: dict[str, Any]) -> str | None:
+    """The first field a business-initiated WhatsApp message gets wrong: Vonage's template message is
+    `message_type: template`, `template: {name, parameters: [str]}`, `whatsapp: {policy, locale}`."""
+    if payload.get("message_type") != "template":
+        return "message_type"
+    template, whatsapp = payload.get("template"), payload.get("whatsapp")
+    if not isinstance(template, dict) or not template.get("name"):
+        return "template.name"
+    parameters = template.get("parameters", [])
+    if not isinstance(parameters, list) or not all(isinstance(p, str) for p in parameters):
+        return "template.parameters"
+    if not isinstance(whatsapp, dict) or whatsapp.get("policy") != "deterministic" or not whatsapp.get("locale"):
+        return "whatsapp"
+    return None
 
 
 def _authorised(header: str, public_key_pem: str | None) -> bool:
