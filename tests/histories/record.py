@@ -33,12 +33,12 @@ from activities.progress import ProgressActivities
 from activities.recipients import RecipientActivities
 from activities.schedule import next_send_window
 from activities.send import SendActivities
-from domain.models import Control, MailingInput, RecipientInput
+from domain.models import Control, MailingInput, RecipientInput, SendRequest, SendResult
 from domain.refs import mailing_workflow_id, send_task_queue
 from domain.schedule import Schedule
-from domain.spec import MailingSpec
+from domain.spec import MailingSpec, Step
 from domain.status import Channel, MessageStatus
-from providers.base import ProviderAdapter
+from providers.base import ProviderAdapter, ProviderUnavailable
 from runtime.devstack import temporal_binary
 from runtime.temporal import register_search_attributes, release_sdk_runtime, sdk_runtime
 from tests.test_cascade import VIBER_WAIT, Cascade, CascadeRunner, RecordingProvider, plan
@@ -155,6 +155,61 @@ async def end_date_between_steps(env: WorkflowEnvironment, runner: CascadeRunner
     )
 
 
+class RefusedAccount:
+    """A provider account its provider refuses (401): the step fails over."""
+
+    name = "refused"
+    deduplicates = False
+
+    async def send(self, request: SendRequest) -> SendResult:
+        raise ProviderUnavailable("refused: credentials refused (401)", account_refused=True)
+
+    def parse_webhook(self, request: object) -> list[object]:
+        raise NotImplementedError
+
+    async def was_received(self, request: SendRequest) -> bool | None:
+        return None
+
+
+async def failover_after_a_refused_account(env: WorkflowEnvironment, runner: CascadeRunner) -> Cascade:
+    two_accounts = plan().model_copy(update={"provider": ["refused", "sandbox"]})
+    refused = Worker(
+        env.client,
+        task_queue=send_task_queue(runner.queue, "refused"),
+        activities=[SendActivities({"refused": cast(ProviderAdapter, RefusedAccount())}).send],
+    )
+    async with refused:
+        cascade = await runner.start(
+            RecipientInput(mailing_id="m1", variables=NAME, phone="+79990000010", plan=two_accounts)
+        )
+        await cascade.sends(1)  # the sandbox's: the refused account's attempt never reaches a provider
+        await cascade.report(0, D)
+    return cascade
+
+
+async def viber_whatsapp_sms(env: WorkflowEnvironment, runner: CascadeRunner) -> Cascade:
+    three = plan().model_copy(
+        update={
+            "steps": [
+                plan().steps[0],
+                Step(
+                    channel=Channel.WHATSAPP,
+                    sender="Shop",
+                    wait=VIBER_WAIT,
+                    template={"name": "order_update", "language": "ru", "parameters": ["{name}"]},
+                ),
+                plan().steps[1],
+            ]
+        }
+    )
+    cascade = await runner.start(RecipientInput(mailing_id="m1", variables=NAME, phone="+79990000011", plan=three))
+    await cascade.sends(1)
+    await cascade.report(0, U)
+    await cascade.sends(2)
+    await cascade.report(1, MessageStatus.DELIVERED, MessageStatus.READ)
+    return cascade
+
+
 RECIPIENT_SCENARIOS: tuple[Scenario, ...] = (
     delivered_first_step,
     timeout_then_fallback,
@@ -165,6 +220,8 @@ RECIPIENT_SCENARIOS: tuple[Scenario, ...] = (
     cancelled_during_wait,
     window_hold,
     end_date_between_steps,
+    failover_after_a_refused_account,
+    viber_whatsapp_sms,
 )
 
 
