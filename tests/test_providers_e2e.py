@@ -227,10 +227,10 @@ async def test_viber_then_whatsapp_then_sms_through_a_real_adapter(providers: Pr
 
 
 async def test_a_viber_step_on_twilio_is_refused_before_anything_is_sent(providers: ProviderStack) -> None:
-    """Started without the CLI's checks, the mailing still fails in its import: Twilio sends SMS only."""
+    """Started without the CLI's checks, the mailing still fails in its import: Twilio sends no Viber."""
     _, summary = await run_mailing(providers, "twilio-test")
     assert summary.status == "aborted" and summary.error is not None, summary
-    assert "steps.1.provider: 'twilio-test' (twilio) does not send viber (it sends: sms)" in summary.error
+    assert "steps.1.provider: 'twilio-test' (twilio) does not send viber (it sends: sms, whatsapp)" in summary.error
     assert summary.dispatched == 0 and summary.channels.get("viber", {}).get("sent", 0) == 0
 
 
