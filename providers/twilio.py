@@ -1,4 +1,5 @@
-"""Adapter for Twilio Programmable Messaging: SMS only, form-encoded REST, status callbacks signed with HMAC-SHA1.
+"""Adapter for Twilio Programmable Messaging: SMS and WhatsApp (template messages by ContentSid), form-encoded
+REST, status callbacks signed with HMAC-SHA1.
 
 Twilio has no client reference field and does not de-duplicate sends, so the reference travels in the
 `StatusCallback` URL (`?ref=…`) and an ambiguous send failure is reported as handed over rather than retried.
@@ -9,12 +10,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 import httpx
-from pydantic import BaseModel, ConfigDict, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from domain.models import SendRequest, SendResult
 from domain.status import Channel, MessageStatus
@@ -24,6 +27,8 @@ from providers.common import channel_refusal, raise_if_worth_retrying, validate_
 SIGNATURE_HEADER = "X-Twilio-Signature"
 API_VERSION = "2010-04-01"
 MIN_VALIDITY, MAX_VALIDITY = 1, 36000  # seconds, as the Messages resource allows
+WHATSAPP_PREFIX = "whatsapp:"  # Twilio's channel address prefix for `To` and `From`
+CONTENT_SID = r"^HX[0-9a-fA-F]{32}$"  # a Content API template's SID
 
 # Twilio MessageStatus → ours (the table in /work/shared/product/providers.md).
 STATUSES: dict[str, MessageStatus] = {
@@ -52,6 +57,16 @@ class TwilioConfig(BaseModel):
     from_number: str | None = None
     messaging_service_sid: str | None = None
     base_url: str = "https://api.twilio.com"
+    # WhatsApp template name (as in the spec) → the ContentSid of its approved Content API template; the
+    # ContentSid fixes the template's language, so the spec's `language` is not sent.
+    whatsapp_templates: dict[str, str] = Field(default={})
+
+    @model_validator(mode="after")
+    def _content_sids(self) -> TwilioConfig:
+        bad = sorted(name for name, sid in self.whatsapp_templates.items() if not re.fullmatch(CONTENT_SID, sid))
+        if bad:
+            raise ValueError(f"whatsapp_templates: not a ContentSid (HX + 32 hex digits) for {', '.join(bad)}")
+        return self
 
     @model_validator(mode="after")
     def _one_sender(self) -> TwilioConfig:
@@ -95,7 +110,7 @@ class TwilioAdapter:
     """Sends SMS through one Twilio account and reads its status callbacks."""
 
     provider_type = "twilio"
-    channels = frozenset({Channel.SMS})
+    channels = frozenset({Channel.SMS, Channel.WHATSAPP})
     deduplicates = False
 
     def __init__(self, name: str, config: TwilioConfig, http: httpx.AsyncClient, webhook_url: str) -> None:
@@ -124,15 +139,21 @@ class TwilioAdapter:
         if refusal is not None:
             return refusal
         phone = request.phone if request.phone.startswith("+") else f"+{request.phone}"
-        form = {"To": phone}
-        if self._config.messaging_service_sid is not None:
-            form["MessagingServiceSid"] = self._config.messaging_service_sid
+        if request.channel is Channel.WHATSAPP:
+            form_or_refusal = self._whatsapp_form(request, phone)
+            if isinstance(form_or_refusal, SendResult):
+                return form_or_refusal
+            form = form_or_refusal
         else:
-            assert self._config.from_number is not None  # the config allows exactly one of the two
-            form["From"] = self._config.from_number
+            form = {"To": phone}
+            if self._config.messaging_service_sid is not None:
+                form["MessagingServiceSid"] = self._config.messaging_service_sid
+            else:
+                assert self._config.from_number is not None  # the config allows exactly one of the two
+                form["From"] = self._config.from_number
+            form["Body"] = request.text
         ttl = int(request.ttl.total_seconds())
         form |= {
-            "Body": request.text,
             "StatusCallback": self.status_callback(request.client_ref),
             "ValidityPeriod": str(min(max(ttl, MIN_VALIDITY), MAX_VALIDITY)),
         }
@@ -144,6 +165,27 @@ class TwilioAdapter:
         except httpx.TransportError as exc:  # connect refused/timeout, pool timeout: Twilio never saw it
             raise ProviderUnavailable(f"twilio unreachable: {type(exc).__name__}") from exc
         return self._result(response, phone)
+
+    def _whatsapp_form(self, request: SendRequest, phone: str) -> dict[str, str] | SendResult:
+        """A template message: `To`/`From` as `whatsapp:+E164` (From: the step's sender, the business's WhatsApp
+        number), `ContentSid` from the account's `whatsapp_templates`, `ContentVariables` = {"1": …, "2": …}
+        from the rendered parameters. A template the account has no ContentSid for is refused (no request)."""
+        template = request.template
+        assert template is not None  # channel_refusal refuses a WhatsApp message without one
+        content_sid = self._config.whatsapp_templates.get(template.name)
+        if content_sid is None:
+            known = ", ".join(sorted(self._config.whatsapp_templates)) or "none"
+            return SendResult(
+                rejected=f"twilio account {self.name!r} has no ContentSid for WhatsApp template {template.name!r} "
+                f"(add it to whatsapp_templates; mapped: {known})"
+            )
+        sender = request.sender.removeprefix(WHATSAPP_PREFIX)
+        sender = sender if sender.startswith("+") else f"+{sender}"
+        form = {"To": WHATSAPP_PREFIX + phone, "From": WHATSAPP_PREFIX + sender, "ContentSid": content_sid}
+        if template.parameters:
+            variables = {str(i): value for i, value in enumerate(template.parameters, start=1)}
+            form["ContentVariables"] = json.dumps(variables, ensure_ascii=False)
+        return form
 
     def _result(self, response: httpx.Response, phone: str) -> SendResult:
         raise_if_worth_retrying(response, self.name, "twilio", "account_sid/auth_token")

@@ -191,7 +191,7 @@ async def test_the_import_refuses_unknown_accounts_and_unsupported_channels(tmp_
         await ActivityEnvironment().run(activities.import_recipients, request("twilio-main", "sandbx"))
     assert refused.value.non_retryable and refused.value.type == "SpecError"
     assert refused.value.message == (
-        "steps.1.provider: 'twilio-main' (twilio) does not send viber (it sends: sms); "
+        "steps.1.provider: 'twilio-main' (twilio) does not send viber (it sends: sms, whatsapp); "
         "steps.2.provider: 'sandbx' is not a configured provider account (known: sandbox, twilio-main)"
     )
     assert not list(tmp_path.iterdir())  # noqa: ASYNC240  (refused before anything was read or written)

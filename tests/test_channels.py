@@ -43,7 +43,7 @@ def test_what_each_definition_says() -> None:
 
 def test_every_provider_type_declares_its_channels() -> None:
     assert set(CHANNELS_BY_TYPE) == {*ADAPTER_TYPES, "sandbox"}
-    assert CHANNELS_BY_TYPE["twilio"] == {Channel.SMS}
+    assert CHANNELS_BY_TYPE["twilio"] == {Channel.SMS, Channel.WHATSAPP}
     assert all(channels <= set(DEFINITIONS) for channels in CHANNELS_BY_TYPE.values())
     assert SandboxAdapter.channels == SANDBOX_RULES  # the adapter declares what the sandbox has rules for
     assert {"sandbox": ProviderAccount("sandbox", SandboxAdapter.channels)} == SANDBOX_ONLY

@@ -174,7 +174,8 @@ def test_validate_and_start_refuse_an_unknown_provider_account_and_an_unsupporte
         assert result.returncode == 1, (command, result.stderr)
         assert result.stdout == ""
         assert result.stderr.startswith("error: "), result.stderr
-        assert "steps.1.provider: 'twilio-main' (twilio) does not send viber (it sends: sms)\n" in result.stderr
+        refusal = "steps.1.provider: 'twilio-main' (twilio) does not send viber (it sends: sms, whatsapp)\n"
+        assert refusal in result.stderr
         assert (
             "steps.2.provider: 'sandbx' is not a configured provider account (known: sandbox, twilio-main)\n"
             in result.stderr

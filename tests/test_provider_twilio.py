@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request, Response
 
 from domain.models import SendRequest, SendResult
 from domain.status import Channel, MessageStatus
+from domain.whatsapp import WhatsAppTemplate
 from gateway.app import webhook_request
 from providers import twilio
 from providers.accounts import AccountError
@@ -120,7 +121,7 @@ async def test_messaging_service_variant(env: Env) -> None:
 
 async def test_viber_is_rejected_without_a_request(env: Env) -> None:
     result = await env.adapter.send(sms().model_copy(update={"channel": Channel.VIBER}))
-    assert result == SendResult(rejected="twilio does not send viber (it sends: sms)")
+    assert result == SendResult(rejected="twilio does not send viber (it sends: sms, whatsapp)")
     assert env.state.requests == []
 
 
@@ -475,3 +476,130 @@ async def test_fake_retries_a_refused_callback() -> None:
     assert [c.status_code for c in state.callbacks[:3]] == [503, 200, 200]
     assert state.callbacks[0].params == state.callbacks[1].params
     assert state.callbacks[0].signature == state.callbacks[1].signature
+
+
+# --- WhatsApp template messages --------------------------------------------------------------------------------
+
+CONTENT_SID = "HX" + "0123456789abcdef" * 2
+WA_SENDER = "+15005550006"
+
+
+def whatsapp(
+    phone: str = "+79990002233", name: str = "order_update", parameters: list[str] | None = None, ref: str = REF
+) -> SendRequest:
+    template = WhatsAppTemplate(
+        name=name, language="ru", parameters=["Анна", "42"] if parameters is None else parameters
+    )
+    return SendRequest(
+        client_ref=ref,
+        provider="twilio-main",
+        channel=Channel.WHATSAPP,
+        phone=phone,
+        sender=WA_SENDER,
+        text="",
+        template=template,
+        ttl=timedelta(minutes=30),
+    )
+
+
+def wa_account(base_url: str) -> dict[str, object]:
+    return account(base_url, whatsapp_templates={"order_update": CONTENT_SID})
+
+
+async def test_whatsapp_template_posts_the_documented_request(env: Env) -> None:
+    adapter = twilio.build("twilio-main", wa_account(env.base_url), env.http, WEBHOOK)
+    result = await adapter.send(whatsapp())
+    assert result.rejected is None and result.message_id is not None
+    [request] = env.state.requests
+    assert request.form == {
+        "To": "whatsapp:+79990002233",
+        "From": f"whatsapp:{WA_SENDER}",
+        "ContentSid": CONTENT_SID,
+        "ContentVariables": '{"1": "Анна", "2": "42"}',
+        "StatusCallback": f"{WEBHOOK}?ref=spring%2F%2B79990002233%2F1",
+        "ValidityPeriod": "1800",
+    }
+    message = env.state.messages[result.message_id]
+    assert (message.content_sid, message.content_variables) == (CONTENT_SID, {"1": "Анна", "2": "42"})
+
+
+async def test_whatsapp_template_without_parameters_sends_no_variables(env: Env) -> None:
+    adapter = twilio.build("twilio-main", wa_account(env.base_url), env.http, WEBHOOK)
+    assert (await adapter.send(whatsapp(parameters=[]))).message_id is not None
+    assert "ContentVariables" not in env.state.requests[-1].form and "Body" not in env.state.requests[-1].form
+
+
+async def test_whatsapp_template_not_mapped_is_refused_by_name_without_a_request(env: Env) -> None:
+    adapter = twilio.build("twilio-main", wa_account(env.base_url), env.http, WEBHOOK)
+    result = await adapter.send(whatsapp(name="spring_sale"))
+    assert result.rejected is not None and "'spring_sale'" in result.rejected
+    assert "whatsapp_templates" in result.rejected and "order_update" in result.rejected
+    assert env.state.requests == []
+
+
+async def test_the_fake_refuses_freeform_whatsapp_and_mixed_channels(env: Env) -> None:
+    auth = (SID, TOKEN)
+    url = f"{env.base_url}/2010-04-01/Accounts/{SID}/Messages.json"
+    freeform = {"To": "whatsapp:+79990002233", "From": f"whatsapp:{WA_SENDER}", "Body": "Hi"}
+    mixed = {"To": "whatsapp:+79990002233", "From": WA_SENDER, "ContentSid": CONTENT_SID}
+    bad_variables = freeform | {"ContentSid": CONTENT_SID, "ContentVariables": "[1]"}
+    codes = [(await env.http.post(url, data=form, auth=auth)).json()["code"] for form in (freeform, mixed)]
+    codes.append((await env.http.post(url, data=bad_variables, auth=auth)).json()["code"])
+    assert codes == [63016, 21910, 21656]
+
+
+def test_content_sids_are_checked_in_the_config() -> None:
+    with pytest.raises(AccountError) as caught:
+        twilio.build("twilio-main", account(whatsapp_templates={"order_update": "nope"}), UNUSED_HTTP, WEBHOOK)
+    assert "order_update" in str(caught.value)
+
+
+def test_whatsapp_callback_with_channel_addresses_maps_read() -> None:
+    extra = {"To": "whatsapp:+79990002233", "From": f"whatsapp:{WA_SENDER}", "ChannelPrefix": "whatsapp"}
+    [report] = adapter_for().parse_webhook(callback("read", extra=extra))
+    assert (report.status, report.client_ref) == (MessageStatus.READ, REF)
+
+
+@pytest.mark.parametrize(
+    ("phone", "statuses"),
+    [
+        ("+79990002233", ["sent", "delivered", "read"]),
+        ("+79990002235", ["sent", "delivered"]),
+        ("+79990002237", ["sent", "failed"]),
+    ],
+)
+async def test_fake_whatsapp_callbacks_follow_the_sandbox_rules(phone: str, statuses: list[str]) -> None:
+    """The fake reports WhatsApp as the sandbox table says (0-3 read, 5 delivered unread, 7 not a user)."""
+    reports: list[ParsedReport] = []
+    receiver_port = free_port()
+    webhook_url = f"http://127.0.0.1:{receiver_port}/webhooks/twilio-main"
+    receiver = FastAPI()
+    adapters: list[twilio.TwilioAdapter] = []
+
+    @receiver.post("/webhooks/twilio-main")
+    async def receive(request: Request) -> Response:
+        reports.extend(adapters[0].parse_webhook(webhook_request(request, await request.body())))
+        return Response(status_code=204)
+
+    app, state = create_fake(SID, TOKEN, report_delay=0.02)
+    fake_port = free_port()
+    async with (
+        running(app, "127.0.0.1", fake_port),
+        running(receiver, "127.0.0.1", receiver_port),
+        httpx.AsyncClient(timeout=5) as http,
+    ):
+        adapters.append(twilio.build("twilio-main", wa_account(f"http://127.0.0.1:{fake_port}"), http, webhook_url))
+        result = await adapters[0].send(whatsapp(phone=phone))
+        for _ in range(100):
+            if len(reports) >= len(statuses):
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.1)
+    assert result.message_id is not None
+    assert state.messages[result.message_id].callbacks_sent == statuses
+    assert [c.params["ChannelToAddress"] for c in state.callbacks] == [phone] * len(statuses)
+    assert all(c.params["To"] == f"whatsapp:{phone}" for c in state.callbacks)
+    ours = {"sent": MessageStatus.SENT, "delivered": MessageStatus.DELIVERED, "read": MessageStatus.READ}
+    assert [r.status for r in reports] == [ours.get(s, MessageStatus.UNDELIVERED) for s in statuses]
+    if statuses[-1] == "failed":
+        assert reports[-1].error == "ErrorCode 63024"

@@ -1,4 +1,5 @@
-"""A local Twilio Messages API that answers as Twilio documents and posts signed status callbacks.
+"""A local Twilio Messages API that answers as Twilio documents and posts signed status callbacks: SMS (`Body`)
+and WhatsApp template messages (`To`/`From` as `whatsapp:+E164`, `ContentSid` + `ContentVariables`).
 
 No machine here reaches api.twilio.com, so the adapter and end-to-end mailings run against this fake. Its
 signature code is written independently of `providers.twilio` (and checked against Twilio's own test vector
@@ -12,7 +13,9 @@ import base64
 import binascii
 import hashlib
 import hmac
+import json
 import logging
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,6 +37,9 @@ log = logging.getLogger("kaskad.fake_twilio")
 API_VERSION = "2010-04-01"
 POOL_NUMBER = "+15005550006"  # the sender a messaging service picks in this fake
 FAILURE_ERROR_CODE = "30003"  # Unreachable destination handset
+WHATSAPP_FAILURE_ERROR_CODE = "63024"  # Invalid message recipient (not a WhatsApp user)
+WHATSAPP = "whatsapp:"
+CONTENT_SID = re.compile(r"HX[0-9a-fA-F]{32}")
 _TWILIO_STATUS = {
     MessageStatus.SENT: "sent",
     MessageStatus.DELIVERED: "delivered",
@@ -77,6 +83,8 @@ class FakeMessage:
     body: str
     status_callback: str | None
     messaging_service_sid: str | None = None
+    content_sid: str | None = None  # WhatsApp: the template sent
+    content_variables: dict[str, str] | None = None
     callbacks_sent: list[str] = field(default_factory=list)  # Twilio statuses, as each was accepted
 
 
@@ -161,14 +169,42 @@ def create_fake(account_sid: str, auth_token: str, report_delay: float = 0.2) ->
             return twilio_error(404, 20404, f"The requested resource /2010-04-01/Accounts/{path_sid} was not found")
         to, body = form.get("To", ""), form.get("Body", "")
         service, sender = form.get("MessagingServiceSid"), form.get("From")
+        content_sid, variables_text = form.get("ContentSid"), form.get("ContentVariables")
         if not to:
             return twilio_error(400, 21604, "A 'To' phone number is required.")
-        if not (to.startswith("+") and to[1:].isdigit() and 8 <= len(to) <= 16):
+        whatsapp = to.startswith(WHATSAPP)
+        number = to.removeprefix(WHATSAPP)
+        if not (number.startswith("+") and number[1:].isdigit() and 8 <= len(number) <= 16):
             return twilio_error(400, 21211, f"Invalid 'To' Phone Number: {to}")
-        if not body:
-            return twilio_error(400, 21602, "Message body is required.")
         if not sender and not service:
             return twilio_error(400, 21603, "A 'From' phone number is required.")
+        if whatsapp and not (sender or "").startswith(WHATSAPP):  # a channel address on one side only
+            return twilio_error(400, 21910, "Invalid From and To pair. From and To should be of the same channel")
+        if whatsapp and not (sender or "").removeprefix(WHATSAPP).lstrip("+").isdigit():
+            return twilio_error(
+                400, 63007, f"Twilio could not find a Channel with the specified From address: {sender}"
+            )
+        variables: dict[str, str] | None = None
+        if content_sid is not None:
+            if not CONTENT_SID.fullmatch(content_sid):
+                return twilio_error(400, 21655, "The ContentSid is Invalid.")
+            if variables_text is not None:
+                try:
+                    variables = json.loads(variables_text)
+                except ValueError:
+                    variables = None
+                if not (
+                    isinstance(variables, dict)
+                    and len(variables) <= 100
+                    and all(isinstance(v, str) for v in variables.values())
+                ):
+                    return twilio_error(400, 21656, "The ContentVariables Parameter is invalid.")
+        elif whatsapp:  # business-initiated WhatsApp: only an approved template (no open 24-hour session here)
+            return twilio_error(
+                400, 63016, "Failed to send freeform message because you are outside the allowed window."
+            )
+        elif not body:
+            return twilio_error(400, 21602, "Message body is required.")
         message = FakeMessage(
             sid="SM" + secrets.token_hex(16),
             to=to,
@@ -176,6 +212,8 @@ def create_fake(account_sid: str, auth_token: str, report_delay: float = 0.2) ->
             body=body,
             status_callback=form.get("StatusCallback"),
             messaging_service_sid=service,
+            content_sid=content_sid,
+            content_variables=variables,
         )
         state.messages[message.sid] = message
         if message.status_callback:
@@ -208,7 +246,7 @@ def create_fake(account_sid: str, auth_token: str, report_delay: float = 0.2) ->
             "from": None if message.messaging_service_sid and message.from_ == POOL_NUMBER else message.from_,
             "messaging_service_sid": message.messaging_service_sid,
             "num_media": "0",
-            "num_segments": str(sms_size(message.body).parts),
+            "num_segments": "1" if message.content_sid else str(sms_size(message.body).parts),
             "price": None,
             "price_unit": "USD",
             "sid": message.sid,
@@ -220,7 +258,11 @@ def create_fake(account_sid: str, auth_token: str, report_delay: float = 0.2) ->
 
     async def _report(message: FakeMessage, url: str) -> None:
         """`sent`, then the planned final status, each after `report_delay`, as Twilio posts them."""
-        planned = [_TWILIO_STATUS[status] for status in planned_reports(Channel.SMS, message.to)]
+        whatsapp = message.to.startswith(WHATSAPP)
+        channel = Channel.WHATSAPP if whatsapp else Channel.SMS
+        planned = [_TWILIO_STATUS[status] for status in planned_reports(channel, message.to.removeprefix(WHATSAPP))]
+        if whatsapp:  # WhatsApp refuses a number without an account: Twilio reports `failed` (63024)
+            planned = ["failed" if status == "undelivered" else status for status in planned]
         for status in ["sent", *planned]:
             await asyncio.sleep(state.report_delay)
             params = {
@@ -235,8 +277,10 @@ def create_fake(account_sid: str, auth_token: str, report_delay: float = 0.2) ->
             }
             if message.messaging_service_sid:
                 params["MessagingServiceSid"] = message.messaging_service_sid
-            if status == "undelivered":
-                params["ErrorCode"] = FAILURE_ERROR_CODE
+            if whatsapp:  # WhatsApp callbacks also name the channel and the recipient's bare address
+                params |= {"ChannelPrefix": "whatsapp", "ChannelToAddress": message.to.removeprefix(WHATSAPP)}
+            if status in ("undelivered", "failed"):
+                params["ErrorCode"] = WHATSAPP_FAILURE_ERROR_CODE if whatsapp else FAILURE_ERROR_CODE
             await _post_until_accepted(url, params)
             message.callbacks_sent.append(status)
 
